@@ -1,0 +1,173 @@
+"""Every setting of the pipeline, read from environment variables in this one place.
+
+Each setting has a documented default chosen for the local stack; production overrides them
+through the environment. `SETTINGS_DOC` is the single source for the README's configuration
+table (a test keeps the two in step). This module imports nothing from Dagster, so the Lambda
+package can use it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+# name -> (default, description). Empty default means "unset".
+SETTINGS_DOC: dict[str, tuple[str, str]] = {
+    "AWS_ENDPOINT_URL": (
+        "http://127.0.0.1:4566",
+        "AWS endpoint for Kinesis, SQS and S3; the local emulator by default. Set it to an empty "
+        "string in production to use real AWS.",
+    ),
+    "AWS_DEFAULT_REGION": ("us-east-1", "AWS region."),
+    "ANALYTICS_STREAM_NAME": ("analytics-events", "Kinesis stream the clients write to."),
+    "ANALYTICS_STREAM_SHARDS": ("2", "Shards of the stream when `dev` creates it."),
+    "ANALYTICS_QUEUE_NAME": (
+        "analytics-event-batches",
+        "SQS queue of pre-aggregated batches; its dead-letter queue is `<name>-dlq`.",
+    ),
+    "ANALYTICS_QUEUE_MAX_RECEIVES": (
+        "5",
+        "Receives of one SQS message before it moves to the dead-letter queue.",
+    ),
+    "ANALYTICS_BUCKET": (
+        "analytics-event-batches",
+        "S3 bucket for batches too big for one SQS message and for batches staged for a run.",
+    ),
+    "ANALYTICS_WAREHOUSE": ("duckdb", "Warehouse: `duckdb` (local)."),
+    "ANALYTICS_DUCKDB_PATH": (
+        ".analytics-pipeline/warehouse.duckdb",
+        "DuckDB database file of the local warehouse.",
+    ),
+    "ANALYTICS_STATE_DIR": (
+        ".analytics-pipeline",
+        "Local state: trigger checkpoints, emulator logs, process logs.",
+    ),
+    "DAGSTER_HOME": (
+        ".dagster_home",
+        "Dagster instance folder; `dev` writes the repository's dagster.yaml into it.",
+    ),
+    "ANALYTICS_PARTITION_START": ("2026-01-01", "First day partition of the event tables."),
+    "ANALYTICS_SQS_MESSAGE_MAX_BYTES": (
+        "1048576",
+        "Largest SQS message the Lambda sends (body plus attributes); larger batches go to S3.",
+    ),
+    "ANALYTICS_SQS_VISIBILITY_SECONDS": (
+        "300",
+        "Visibility timeout the sensor receives with: longer than queue wait plus run time.",
+    ),
+    "ANALYTICS_SENSOR_INTERVAL_SECONDS": ("5", "Minimum seconds between sensor evaluations."),
+    "ANALYTICS_SENSOR_MAX_MESSAGES": (
+        "500",
+        "Most SQS messages one sensor evaluation receives (keeps a tick well under 60 s).",
+    ),
+    "ANALYTICS_AGGREGATE_CRON": (
+        "* * * * *",
+        "Cooldown of the aggregate refresh: aggregates of updated days refresh at most once per tick.",
+    ),
+    "ANALYTICS_DEDUPE_WINDOW_DAYS": (
+        "7",
+        "How far back the loader looks for an already loaded messageId.",
+    ),
+    "ANALYTICS_MAX_BLOB_BYTES": ("1048576", "Largest Kinesis record (compressed blob) accepted."),
+    "ANALYTICS_MAX_DECOMPRESSED_BYTES": (
+        "8388608",
+        "Largest blob after gunzip; bigger ones are rejected as a gzip bomb.",
+    ),
+    "ANALYTICS_MAX_EVENTS_PER_BLOB": ("2500", "Most events in one blob."),
+    "ANALYTICS_MAX_EVENT_BYTES": ("32768", "Largest single event (JSON bytes)."),
+    "ANALYTICS_MAX_NESTING_DEPTH": ("64", "Deepest JSON nesting accepted in a blob."),
+    "ANALYTICS_LATE_ARRIVAL_DAYS": (
+        "30",
+        "Events whose corrected timestamp is older than this many days before receipt are rejected.",
+    ),
+    "ANALYTICS_FUTURE_TOLERANCE_SECONDS": (
+        "600",
+        "Events whose corrected timestamp is this far after receipt are rejected.",
+    ),
+    "ANALYTICS_TRIGGER_BATCH_SIZE": ("1000", "Kinesis records per handler invocation (local trigger)."),
+    "ANALYTICS_TRIGGER_POLL_SECONDS": ("0.5", "Pause between polls of an idle shard (local trigger)."),
+}
+
+
+def _env(environ: Mapping[str, str], name: str) -> str:
+    value = environ.get(name)
+    return SETTINGS_DOC[name][0] if value is None else value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A snapshot of the configuration; build it with `Settings.from_env()`."""
+
+    aws_endpoint_url: str | None
+    aws_region: str
+    stream_name: str
+    stream_shards: int
+    queue_name: str
+    queue_max_receives: int
+    bucket: str
+    warehouse: str
+    duckdb_path: Path
+    state_dir: Path
+    dagster_home: Path
+    partition_start: str
+    sqs_message_max_bytes: int
+    sqs_visibility_seconds: int
+    sensor_interval_seconds: int
+    sensor_max_messages: int
+    aggregate_cron: str
+    dedupe_window_days: int
+    max_blob_bytes: int
+    max_decompressed_bytes: int
+    max_events_per_blob: int
+    max_event_bytes: int
+    max_nesting_depth: int
+    late_arrival_days: int
+    future_tolerance_seconds: int
+    trigger_batch_size: int
+    trigger_poll_seconds: float
+
+    @property
+    def dlq_name(self) -> str:
+        return f"{self.queue_name}-dlq"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str:
+            return _env(env, name)
+
+        return cls(
+            aws_endpoint_url=get("AWS_ENDPOINT_URL") or None,
+            aws_region=get("AWS_DEFAULT_REGION"),
+            stream_name=get("ANALYTICS_STREAM_NAME"),
+            stream_shards=int(get("ANALYTICS_STREAM_SHARDS")),
+            queue_name=get("ANALYTICS_QUEUE_NAME"),
+            queue_max_receives=int(get("ANALYTICS_QUEUE_MAX_RECEIVES")),
+            bucket=get("ANALYTICS_BUCKET"),
+            warehouse=get("ANALYTICS_WAREHOUSE"),
+            duckdb_path=Path(get("ANALYTICS_DUCKDB_PATH")).absolute(),
+            state_dir=Path(get("ANALYTICS_STATE_DIR")).absolute(),
+            dagster_home=Path(get("DAGSTER_HOME")).absolute(),
+            partition_start=get("ANALYTICS_PARTITION_START"),
+            sqs_message_max_bytes=int(get("ANALYTICS_SQS_MESSAGE_MAX_BYTES")),
+            sqs_visibility_seconds=int(get("ANALYTICS_SQS_VISIBILITY_SECONDS")),
+            sensor_interval_seconds=int(get("ANALYTICS_SENSOR_INTERVAL_SECONDS")),
+            sensor_max_messages=int(get("ANALYTICS_SENSOR_MAX_MESSAGES")),
+            aggregate_cron=get("ANALYTICS_AGGREGATE_CRON"),
+            dedupe_window_days=int(get("ANALYTICS_DEDUPE_WINDOW_DAYS")),
+            max_blob_bytes=int(get("ANALYTICS_MAX_BLOB_BYTES")),
+            max_decompressed_bytes=int(get("ANALYTICS_MAX_DECOMPRESSED_BYTES")),
+            max_events_per_blob=int(get("ANALYTICS_MAX_EVENTS_PER_BLOB")),
+            max_event_bytes=int(get("ANALYTICS_MAX_EVENT_BYTES")),
+            max_nesting_depth=int(get("ANALYTICS_MAX_NESTING_DEPTH")),
+            late_arrival_days=int(get("ANALYTICS_LATE_ARRIVAL_DAYS")),
+            future_tolerance_seconds=int(get("ANALYTICS_FUTURE_TOLERANCE_SECONDS")),
+            trigger_batch_size=int(get("ANALYTICS_TRIGGER_BATCH_SIZE")),
+            trigger_poll_seconds=float(get("ANALYTICS_TRIGGER_POLL_SECONDS")),
+        )
+
+
+SETTING_FIELDS = tuple(f.name for f in fields(Settings))

@@ -1,0 +1,94 @@
+"""The one interface every warehouse implements; Dagster assets and the CLI only see this.
+
+Loads are idempotent twice over: a batch id already in the `loaded_batches` ledger is skipped
+whole, and a messageId already in `events` (within the dedupe window) is never inserted again.
+The ledger rows and the event rows commit in one transaction, so a crash between the commit and
+the SQS delete only causes a redelivery that the ledger then skips.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Protocol
+
+from analytics_pipeline.contract.batches import BatchKind
+
+SCHEMA = "analytics"
+EVENTS_TABLE = "events"
+QUARANTINE_TABLE = "events_quarantine"
+LOADED_BATCHES_TABLE = "loaded_batches"
+DAILY_EVENT_COUNTS_TABLE = "daily_event_counts"
+DAILY_ACTIVE_USERS_TABLE = "daily_active_users"
+ALL_TABLES = (
+    EVENTS_TABLE,
+    QUARANTINE_TABLE,
+    LOADED_BATCHES_TABLE,
+    DAILY_EVENT_COUNTS_TABLE,
+    DAILY_ACTIVE_USERS_TABLE,
+)
+
+
+@dataclass(frozen=True)
+class StagedBatch:
+    """A batch whose body has been fetched: gzip NDJSON rows of one kind and one day."""
+
+    batch_id: str
+    kind: BatchKind
+    day: str
+    row_count: int  # what the Lambda said the batch holds (message attribute)
+    ndjson_gz: bytes
+
+
+@dataclass
+class LoadResult:
+    batches: int = 0
+    batches_already_loaded: int = 0
+    rows_received: int = 0  # rows in the batches that were not already loaded
+    rows_inserted: int = 0
+    duplicates_skipped: int = 0  # rows whose id was already in the table or repeated in the load
+    rows_declared: int = 0  # sum of row_count over the batches that were not already loaded
+    seconds_from_sent_at_p50: float | None = None
+    seconds_from_sent_at_max: float | None = None
+    loaded_batch_ids: list[str] = field(default_factory=list)
+
+    @property
+    def reconciles(self) -> bool:
+        """Every row the Lambda declared was either inserted or recognised as a duplicate."""
+        return self.rows_declared == self.rows_received == self.rows_inserted + self.duplicates_skipped
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+
+
+class Warehouse(Protocol):
+    def ensure_schema(self) -> None:
+        """Create the schema and every table when missing (idempotent, cheap to call often)."""
+
+    def loaded_batch_ids(self, batch_ids: Sequence[str]) -> set[str]:
+        """The subset of `batch_ids` already in the ledger."""
+
+    def load_batches(self, batches: Sequence[StagedBatch], dedupe_window_days: int) -> LoadResult:
+        """Load event or quarantine batches (all of one kind) exactly once, in one transaction."""
+
+    def refresh_daily_event_counts(self, day: date) -> int:
+        """Recompute one day of `daily_event_counts` from `events`; returns rows written."""
+
+    def refresh_daily_active_users(self, day: date) -> int:
+        """Recompute one day of `daily_active_users` from `events`; returns rows written."""
+
+    def duplicate_message_ids(self, day: date, limit: int = 10) -> list[str]:
+        """messageIds that occur more than once among the day's events (should be none)."""
+
+    def query(self, sql: str, parameters: Sequence[Any] | None = None) -> QueryResult:
+        """Run SQL for a user (CLI `query`); waits politely for a busy warehouse."""
+
+    def table_row_counts(self) -> dict[str, int]:
+        """Rows per table in the schema, for `status`."""
+
+    def last_loads(self, limit: int = 5) -> QueryResult:
+        """The latest ledger entries, for `status`."""
