@@ -22,6 +22,13 @@ def is_local_endpoint(endpoint_url: str | None) -> bool:
     return bool(endpoint_url) and ("127.0.0.1" in endpoint_url or "localhost" in endpoint_url)
 
 
+def local_credentials(endpoint_url: str | None) -> dict[str, str]:
+    """Dummy keys for the local emulator when the environment names none."""
+    if is_local_endpoint(endpoint_url) and not os.environ.get("AWS_ACCESS_KEY_ID"):
+        return {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    return {}
+
+
 def client(service: str, settings: Settings | None = None, **overrides: Any) -> Any:
     settings = settings or Settings.from_env()
     kwargs: dict[str, Any] = {
@@ -29,8 +36,6 @@ def client(service: str, settings: Settings | None = None, **overrides: Any) -> 
         "endpoint_url": settings.aws_endpoint_url,
         "config": _RETRIES,
     }
-    if is_local_endpoint(settings.aws_endpoint_url) and not os.environ.get("AWS_ACCESS_KEY_ID"):
-        kwargs["aws_access_key_id"] = "testing"
-        kwargs["aws_secret_access_key"] = "testing"
+    kwargs.update(local_credentials(settings.aws_endpoint_url))
     kwargs.update(overrides)
     return boto3.client(service, **kwargs)

@@ -86,8 +86,14 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
         "600",
         "Events whose corrected timestamp is this far after receipt are rejected.",
     ),
-    "ANALYTICS_TRIGGER_BATCH_SIZE": ("1000", "Kinesis records per handler invocation (local trigger)."),
-    "ANALYTICS_TRIGGER_POLL_SECONDS": ("0.5", "Pause between polls of an idle shard (local trigger)."),
+    "ANALYTICS_TRIGGER_BATCH_SIZE": (
+        "1000",
+        "Kinesis records per handler invocation (local trigger).",
+    ),
+    "ANALYTICS_TRIGGER_POLL_SECONDS": (
+        "0.5",
+        "Pause between polls of an idle shard (local trigger).",
+    ),
 }
 
 

@@ -56,7 +56,9 @@ class LoadResult:
     @property
     def reconciles(self) -> bool:
         """Every row the Lambda declared was either inserted or recognised as a duplicate."""
-        return self.rows_declared == self.rows_received == self.rows_inserted + self.duplicates_skipped
+        return (
+            self.rows_declared == self.rows_received == self.rows_inserted + self.duplicates_skipped
+        )
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,23 @@
+"""The code location: every Dagster definition, with resources for the configured environment."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from analytics_pipeline.defs.aggregates import aggregates_definitions
+from analytics_pipeline.defs.ingest import ingest_definitions
+from analytics_pipeline.defs.partitions import day_partitions
+from analytics_pipeline.defs.resources import resources_for
+from analytics_pipeline.settings import Settings
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    partitions_def = day_partitions(settings)
+    return dg.Definitions.merge(
+        ingest_definitions(settings, partitions_def),
+        aggregates_definitions(settings, partitions_def),
+        dg.Definitions(resources=resources_for(settings)),
+    )
+
+
+defs = build_definitions(Settings.from_env())

@@ -1,0 +1,208 @@
+"""The ingest domain's assets: the stream and queue (external) and the loading of batches.
+
+One op loads both `events` and `events_quarantine`: a batch message is loaded and then deleted
+once, whichever table its rows go to. Each micro-batch is one more materialization of its day.
+"""
+
+from datetime import date
+
+import dagster as dg
+from pydantic import Field
+
+from analytics_pipeline.contract.batches import BatchKind
+from analytics_pipeline.defs.resources import BatchQueueResource, WarehouseResource
+from analytics_pipeline.loader import BatchRef, drain_day, load_refs
+from analytics_pipeline.settings import Settings
+from analytics_pipeline.warehouse.base import LoadResult
+
+KINESIS_STREAM = dg.AssetKey("kinesis_stream")
+SQS_BATCH_QUEUE = dg.AssetKey("sqs_batch_queue")
+EVENTS = dg.AssetKey("events")
+EVENTS_QUARANTINE = dg.AssetKey("events_quarantine")
+KIND_BY_ASSET = {EVENTS: BatchKind.EVENTS, EVENTS_QUARANTINE: BatchKind.QUARANTINE}
+ASSET_BY_KIND = {kind: key for key, kind in KIND_BY_ASSET.items()}
+
+NO_DUPLICATES_CHECK = "no_duplicate_message_ids"
+COUNTS_RECONCILE_CHECK = "counts_reconcile"
+
+LOAD_RETRY_POLICY = dg.RetryPolicy(
+    max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+
+
+class BatchMessage(dg.Config):
+    """One SQS message to load (a `BatchRef`); the sensor fills these in."""
+
+    sqs_message_id: str
+    receipt_handle: str
+    receive_count: int
+    batch_id: str
+    kind: str
+    day: str
+    row_count: int
+    bucket: str
+    key: str
+    staged: bool
+
+
+class LoadBatchesConfig(dg.Config):
+    messages: list[BatchMessage] = Field(
+        default=[],
+        description="Batches to load. Empty (a run started from the UI): drain the queue of this "
+        "partition's batches.",
+    )
+
+
+def external_assets(settings: Settings) -> list[dg.AssetSpec]:
+    return [
+        dg.AssetSpec(
+            KINESIS_STREAM,
+            group_name="ingest",
+            kinds={"kinesis"},
+            description="Client blobs (gzip JSON batches of events), one Kinesis record each.",
+            metadata={"stream_name": settings.stream_name},
+        ),
+        dg.AssetSpec(
+            SQS_BATCH_QUEUE,
+            deps=[KINESIS_STREAM],
+            group_name="ingest",
+            kinds={"sqs", "lambda"},
+            description="Validated, deduplicated, compressed batches written by the Lambda "
+            "(rejected events travel as quarantine batches).",
+            metadata={"queue_name": settings.queue_name, "dead_letter_queue": settings.dlq_name},
+        ),
+    ]
+
+
+def load_batches_asset(
+    settings: Settings, partitions_def: dg.PartitionsDefinition
+) -> dg.AssetsDefinition:
+    @dg.multi_asset(
+        name="load_batches",
+        specs=[
+            dg.AssetSpec(
+                EVENTS,
+                deps=[SQS_BATCH_QUEUE],
+                group_name="warehouse",
+                kinds={settings.warehouse},
+                description="Every valid event exactly once, partitioned by UTC day of `timestamp`.",
+                skippable=True,
+            ),
+            dg.AssetSpec(
+                EVENTS_QUARANTINE,
+                deps=[SQS_BATCH_QUEUE],
+                group_name="warehouse",
+                kinds={settings.warehouse},
+                description="Rejected events and blobs with a machine-readable reason, by UTC day "
+                "of receipt.",
+                skippable=True,
+            ),
+        ],
+        check_specs=[
+            dg.AssetCheckSpec(
+                NO_DUPLICATES_CHECK,
+                asset=EVENTS,
+                description="No messageId occurs twice in the day's events.",
+            ),
+            dg.AssetCheckSpec(
+                COUNTS_RECONCILE_CHECK,
+                asset=EVENTS,
+                description="Rows the batches declared = rows inserted + duplicates skipped.",
+            ),
+        ],
+        partitions_def=partitions_def,
+        can_subset=True,
+        retry_policy=LOAD_RETRY_POLICY,
+    )
+    def load_batches(
+        context: dg.AssetExecutionContext,
+        config: LoadBatchesConfig,
+        batch_queue: BatchQueueResource,
+        warehouse: WarehouseResource,
+    ):
+        day = context.partition_key
+        kinds = {KIND_BY_ASSET[key] for key in context.selected_asset_keys}
+        queue = batch_queue.get_queue()
+        if config.messages:
+            refs = [BatchRef(**message.model_dump()) for message in config.messages]
+            foreign = [ref for ref in refs if ref.day != day or BatchKind(ref.kind) not in kinds]
+            if foreign:
+                raise dg.Failure(f"{len(foreign)} batches do not belong to {day} / {kinds}")
+        else:
+            refs = drain_day(
+                queue,
+                day,
+                kinds,
+                max_messages=settings.sensor_max_messages,
+                visibility_timeout=settings.sqs_visibility_seconds,
+            )
+        store = warehouse.get_warehouse()
+        store.ensure_schema()
+        results = load_refs(queue, store, refs, settings.dedupe_window_days)
+        empty = LoadResult()
+        quarantined = results.get(BatchKind.QUARANTINE, empty)
+        for kind in sorted(kinds):
+            result = results.get(kind, empty)
+            key = ASSET_BY_KIND[kind]
+            metadata = _metadata(result, quarantined)
+            check_results = []
+            if kind is BatchKind.EVENTS:
+                check_results = _event_checks(
+                    context, store.duplicate_message_ids(_day(day)), result
+                )
+            context.log.info("%s %s: %s", key.to_user_string(), day, metadata)
+            yield dg.MaterializeResult(
+                asset_key=key, metadata=metadata, check_results=check_results
+            )
+
+    return load_batches
+
+
+def _day(partition_key: str) -> date:
+    return date.fromisoformat(partition_key)
+
+
+def _metadata(result: LoadResult, quarantined: LoadResult) -> dict[str, float | int]:
+    metadata: dict[str, float | int] = {
+        "rows_loaded": result.rows_inserted,
+        "duplicates_skipped": result.duplicates_skipped,
+        "rows_declared": result.rows_declared,
+        "rejected": quarantined.rows_received,
+        "batches": result.batches,
+        "batches_already_loaded": result.batches_already_loaded,
+    }
+    if result.seconds_from_sent_at_p50 is not None:
+        metadata["seconds_from_sent_at_p50"] = round(result.seconds_from_sent_at_p50, 3)
+    if result.seconds_from_sent_at_max is not None:
+        metadata["seconds_from_sent_at_max"] = round(result.seconds_from_sent_at_max, 3)
+    return metadata
+
+
+def _event_checks(
+    context: dg.AssetExecutionContext, duplicates: list[str], result: LoadResult
+) -> list[dg.AssetCheckResult]:
+    selected = context.selected_asset_check_keys
+    checks = [
+        dg.AssetCheckResult(
+            asset_key=EVENTS,
+            check_name=NO_DUPLICATES_CHECK,
+            passed=not duplicates,
+            metadata={"duplicate_message_ids": ", ".join(duplicates) or "none"},
+        ),
+        dg.AssetCheckResult(
+            asset_key=EVENTS,
+            check_name=COUNTS_RECONCILE_CHECK,
+            passed=result.reconciles,
+            metadata={
+                "rows_declared": result.rows_declared,
+                "rows_received": result.rows_received,
+                "rows_inserted": result.rows_inserted,
+                "duplicates_skipped": result.duplicates_skipped,
+            },
+        ),
+    ]
+    return [
+        check
+        for check in checks
+        if dg.AssetCheckKey(EVENTS, check.check_name) in selected  # type: ignore[arg-type]
+    ]

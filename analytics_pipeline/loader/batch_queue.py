@@ -1,0 +1,213 @@
+"""The SQS side of loading: receive without deleting, stage bodies by reference, delete after commit.
+
+Run config must stay small (it is stored by Dagster for every run), so a run never carries batch
+bodies: the sensor stages each inline body as an S3 object keyed by batch id (a retried stage
+writes the same key) and hands the run a `BatchRef`. Bodies that the Lambda already put in S3
+(too big for one message) are referenced where they are.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from analytics_pipeline.contract.batches import (
+    BatchHeader,
+    BatchKind,
+    InvalidBatchMessage,
+    Payload,
+    body_from_inline,
+    s3_key,
+    s3_pointer_from_body,
+)
+
+log = logging.getLogger(__name__)
+
+STAGING_AREA = "staging"
+SQS_BATCH = 10  # SQS receive/delete batch limit
+
+
+@dataclass(frozen=True)
+class BatchRef:
+    """Everything a run needs to load one SQS message and then delete it."""
+
+    sqs_message_id: str
+    receipt_handle: str
+    receive_count: int
+    batch_id: str
+    kind: str
+    day: str
+    row_count: int
+    bucket: str
+    key: str
+    staged: bool  # the object was written by the sensor and is removed after the load
+
+    def as_config(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    message_id: str
+    receipt_handle: str
+    receive_count: int
+    body: str
+    header: BatchHeader | None  # None: not a batch this pipeline wrote (left for the DLQ)
+    error: str | None = None
+
+
+class BatchQueue:
+    """One SQS queue of batches plus the S3 bucket that holds staged and oversize bodies."""
+
+    def __init__(self, sqs: Any, s3: Any, queue_url: str, bucket: str) -> None:
+        self.sqs = sqs
+        self.s3 = s3
+        self.queue_url = queue_url
+        self.bucket = bucket
+
+    @classmethod
+    def connect(cls, sqs: Any, s3: Any, queue_name: str, bucket: str) -> BatchQueue:
+        queue_url = sqs.get_queue_url(QueueName=queue_name)["QueueUrl"]
+        return cls(sqs, s3, queue_url, bucket)
+
+    def receive(
+        self,
+        max_messages: int,
+        visibility_timeout: int,
+        time_budget_seconds: float = 20.0,
+        wait_seconds: int = 0,
+    ) -> list[ReceivedMessage]:
+        """Receive up to `max_messages` (hidden for `visibility_timeout` s), never deleting."""
+        deadline = time.monotonic() + time_budget_seconds
+        received: list[ReceivedMessage] = []
+        while len(received) < max_messages and time.monotonic() < deadline:
+            response = self.sqs.receive_message(
+                QueueUrl=self.queue_url,
+                MaxNumberOfMessages=min(SQS_BATCH, max_messages - len(received)),
+                VisibilityTimeout=visibility_timeout,
+                WaitTimeSeconds=wait_seconds,
+                MessageAttributeNames=["All"],
+                MessageSystemAttributeNames=["ApproximateReceiveCount"],
+            )
+            messages = response.get("Messages", [])
+            if not messages:
+                break
+            received.extend(_to_received(message) for message in messages)
+        return received
+
+    def stage(self, message: ReceivedMessage) -> BatchRef:
+        """Make the body fetchable by reference; idempotent (same batch id, same key)."""
+        header = message.header
+        if header is None:
+            raise InvalidBatchMessage(message.error or "not a batch message")
+        if header.payload is Payload.S3:
+            pointer = s3_pointer_from_body(message.body)
+            bucket, key, staged = pointer.bucket, pointer.key, False
+        else:
+            bucket = self.bucket
+            key = s3_key(header.kind, header.day, header.batch_id, area=STAGING_AREA)
+            self.s3.put_object(Bucket=bucket, Key=key, Body=body_from_inline(message.body))
+            staged = True
+        return BatchRef(
+            sqs_message_id=message.message_id,
+            receipt_handle=message.receipt_handle,
+            receive_count=message.receive_count,
+            batch_id=header.batch_id,
+            kind=header.kind.value,
+            day=header.day,
+            row_count=header.row_count,
+            bucket=bucket,
+            key=key,
+            staged=staged,
+        )
+
+    def fetch(self, ref: BatchRef) -> bytes:
+        """The batch's gzip NDJSON."""
+        return self.s3.get_object(Bucket=ref.bucket, Key=ref.key)["Body"].read()
+
+    def delete(self, refs: Sequence[BatchRef]) -> int:
+        """Delete loaded messages, then their staged objects. Returns messages deleted.
+
+        A stale receipt handle (the message was received again meanwhile) fails here and is only
+        logged: the message comes back, the ledger recognises its batch id and a later run deletes it.
+        """
+        deleted = 0
+        for chunk in _chunks(refs, SQS_BATCH):
+            response = self.sqs.delete_message_batch(
+                QueueUrl=self.queue_url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": ref.receipt_handle}
+                    for i, ref in enumerate(chunk)
+                ],
+            )
+            deleted += len(response.get("Successful", []))
+            for failure in response.get("Failed", []):
+                log.warning("SQS delete failed (will be redelivered and skipped): %s", failure)
+        for ref in refs:
+            if ref.staged:
+                try:
+                    self.s3.delete_object(Bucket=ref.bucket, Key=ref.key)
+                except (
+                    ClientError
+                ) as error:  # an orphan staged object is harmless; expire by lifecycle
+                    log.warning("could not delete staged object %s: %s", ref.key, error)
+        return deleted
+
+    def release(self, refs: Iterable[BatchRef | ReceivedMessage]) -> None:
+        """Make messages visible again at once (they belong to another run)."""
+        handles = [ref.receipt_handle for ref in refs]
+        for chunk in _chunks(handles, SQS_BATCH):
+            self.sqs.change_message_visibility_batch(
+                QueueUrl=self.queue_url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": handle, "VisibilityTimeout": 0}
+                    for i, handle in enumerate(chunk)
+                ],
+            )
+
+    def depth(self) -> dict[str, int]:
+        attributes = self.sqs.get_queue_attributes(
+            QueueUrl=self.queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return {
+            "visible": int(attributes.get("ApproximateNumberOfMessages", 0)),
+            "in_flight": int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
+        }
+
+
+def _to_received(message: dict[str, Any]) -> ReceivedMessage:
+    receive_count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", 1))
+    try:
+        header: BatchHeader | None = BatchHeader.from_message_attributes(
+            message.get("MessageAttributes", {})
+        )
+        error = None
+    except InvalidBatchMessage as invalid:
+        header, error = None, str(invalid)
+    return ReceivedMessage(
+        message_id=message["MessageId"],
+        receipt_handle=message["ReceiptHandle"],
+        receive_count=receive_count,
+        body=message["Body"],
+        header=header,
+        error=error,
+    )
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    items = list(items)
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def refs_by_kind(refs: Iterable[BatchRef]) -> dict[BatchKind, list[BatchRef]]:
+    grouped: dict[BatchKind, list[BatchRef]] = {}
+    for ref in refs:
+        grouped.setdefault(BatchKind(ref.kind), []).append(ref)
+    return grouped
