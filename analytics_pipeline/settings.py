@@ -64,7 +64,7 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     ),
     "ANALYTICS_AGGREGATE_CRON": (
         "* * * * *",
-        "Cooldown of the aggregate refresh: aggregates of updated days refresh at most once per tick.",
+        "Cooldown of the aggregates: a day whose events changed refreshes at most once a tick.",
     ),
     "ANALYTICS_DEDUPE_WINDOW_DAYS": (
         "7",
@@ -80,7 +80,7 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "ANALYTICS_MAX_NESTING_DEPTH": ("64", "Deepest JSON nesting accepted in a blob."),
     "ANALYTICS_LATE_ARRIVAL_DAYS": (
         "30",
-        "Events whose corrected timestamp is older than this many days before receipt are rejected.",
+        "Events whose corrected timestamp is this many days before receipt are rejected.",
     ),
     "ANALYTICS_FUTURE_TOLERANCE_SECONDS": (
         "600",

@@ -1,4 +1,4 @@
-"""The normalised rows the contract produces: one shape for the Lambda, the loaders and the warehouse.
+"""The normalised rows the contract produces: one shape for the Lambda, loaders and warehouse.
 
 All timestamps are timezone-aware UTC datetimes; they travel as RFC 3339 strings ending in `Z`
 (DuckDB ignores a numeric offset when casting to TIMESTAMP, so rows are always normalised to UTC).
@@ -18,7 +18,7 @@ EVENT_TYPES = frozenset({"track", "screen", "page", "identify", "group", "alias"
 
 
 class EventRow(msgspec.Struct, kw_only=True, omit_defaults=False):
-    """One accepted event, as stored in `analytics.events` (less `loaded_at`, set by the warehouse)."""
+    """One accepted event as stored in `analytics.events` (less `loaded_at`, set on load)."""
 
     message_id: str
     type: str

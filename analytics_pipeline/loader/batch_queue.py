@@ -1,4 +1,4 @@
-"""The SQS side of loading: receive without deleting, stage bodies by reference, delete after commit.
+"""The SQS side of loading: receive without deleting, stage bodies, delete after the commit.
 
 Run config must stay small (it is stored by Dagster for every run), so a run never carries batch
 bodies: the sensor stages each inline body as an S3 object keyed by batch id (a retried stage
@@ -152,9 +152,7 @@ class BatchQueue:
             if ref.staged:
                 try:
                     self.s3.delete_object(Bucket=ref.bucket, Key=ref.key)
-                except (
-                    ClientError
-                ) as error:  # an orphan staged object is harmless; expire by lifecycle
+                except ClientError as error:  # an orphan is harmless; a lifecycle rule expires it
                     log.warning("could not delete staged object %s: %s", ref.key, error)
         return deleted
 

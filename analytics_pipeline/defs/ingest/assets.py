@@ -85,7 +85,7 @@ def load_batches_asset(
                 deps=[SQS_BATCH_QUEUE],
                 group_name="warehouse",
                 kinds={settings.warehouse},
-                description="Every valid event exactly once, partitioned by UTC day of `timestamp`.",
+                description="Every valid event exactly once, by UTC day of `timestamp`.",
                 skippable=True,
             ),
             dg.AssetSpec(

@@ -6,8 +6,8 @@ a run key is used once ever, so a redelivered message must produce a new key.
 """
 
 import hashlib
-from typing import Any
 from collections import defaultdict
+from typing import Any
 
 import dagster as dg
 

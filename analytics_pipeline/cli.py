@@ -1,0 +1,159 @@
+"""The `analytics-pipeline` command: run the local stack, send traffic, query, check status."""
+
+from __future__ import annotations
+
+import sys
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import click
+import msgspec
+
+from analytics_pipeline.settings import Settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Self-hosted analytics events: clients -> Kinesis -> Lambda -> SQS -> Dagster -> warehouse.
+
+    Configuration comes from environment variables (see the README's configuration table).
+    """
+
+
+@main.command()
+@click.option("--simulate", is_flag=True, help="Also run a steady stream of simulated clients.")
+@click.option(
+    "--rate", type=float, default=200.0, show_default=True, help="Simulated events per second."
+)
+@click.option(
+    "--port", type=int, default=3000, show_default=True, help="Dagster UI port on 127.0.0.1."
+)
+def dev(simulate: bool, rate: float, port: int) -> None:
+    """Start the whole local pipeline; Ctrl-C (or SIGTERM) stops every process it started."""
+    from analytics_pipeline.local.stack import run_dev
+
+    settings = Settings.from_env()
+    sys.exit(run_dev(settings, port=port, simulate_rate=rate if simulate else None, say=click.echo))
+
+
+@main.command()
+@click.option("--clients", type=int, default=10, show_default=True, help="Simulated devices.")
+@click.option("--events", type=int, default=1000, show_default=True, help="Events in total.")
+@click.option(
+    "--rate", type=float, default=None, help="Events per second (default: as fast as possible)."
+)
+@click.option(
+    "--invalid-ratio", type=float, default=0.0, show_default=True, help="Share of invalid events."
+)
+@click.option(
+    "--forever", is_flag=True, help="Send at --rate until stopped (used by `dev --simulate`)."
+)
+def simulate(
+    clients: int, events: int, rate: float | None, invalid_ratio: float, forever: bool
+) -> None:
+    """Simulated mobile clients sending events through the SDK to Kinesis."""
+    from analytics_pipeline.local import simulator
+
+    settings = Settings.from_env()
+    if forever:
+        simulator.run_forever(settings, rate=rate or 200.0)
+        return
+    report = simulator.simulate(
+        settings,
+        clients=clients,
+        events=events,
+        rate=rate,
+        progress=True,
+        invalid_ratio=invalid_ratio,
+    )
+    click.echo(report.summary() if hasattr(report, "summary") else str(report))
+
+
+@main.command()
+def trigger() -> None:
+    """Play the Lambda's Kinesis trigger against the local emulator (started by `dev`)."""
+    from analytics_pipeline.local.trigger import run_trigger
+
+    run_trigger(Settings.from_env())
+
+
+@main.command()
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+)
+@click.argument("sql")
+def query(output_format: str, sql: str) -> None:
+    """Run SQL on the configured warehouse (tables live in the `analytics` schema)."""
+    from analytics_pipeline.warehouse import warehouse_from_settings
+
+    result = warehouse_from_settings(Settings.from_env()).query(sql)
+    if output_format == "json":
+        records = [dict(zip(result.columns, row, strict=True)) for row in result.rows]
+        click.echo(msgspec.json.encode(records, enc_hook=_json_default).decode())
+    else:
+        click.echo(_table(result.columns, result.rows))
+
+
+@main.command()
+def status() -> None:
+    """Queue depths (main and dead-letter), the latest loads, and rows per table."""
+    from analytics_pipeline import aws
+    from analytics_pipeline.warehouse import warehouse_from_settings
+
+    settings = Settings.from_env()
+    sqs = aws.client("sqs", settings)
+    rows = []
+    for name in (settings.queue_name, settings.dlq_name):
+        try:
+            url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+            attributes = sqs.get_queue_attributes(
+                QueueUrl=url,
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                ],
+            )["Attributes"]
+            rows.append(
+                (
+                    name,
+                    attributes["ApproximateNumberOfMessages"],
+                    attributes["ApproximateNumberOfMessagesNotVisible"],
+                )
+            )
+        except Exception as error:  # status must answer even when AWS does not
+            rows.append((name, f"unavailable: {error.__class__.__name__}", ""))
+    click.echo("Queues")
+    click.echo(_table(["queue", "waiting", "in flight"], rows))
+    try:
+        warehouse = warehouse_from_settings(settings)
+        counts = warehouse.table_row_counts()
+        click.echo("\nTables")
+        click.echo(_table(["table", "rows"], sorted(counts.items())))
+        loads = warehouse.last_loads(5)
+        click.echo("\nLast loads")
+        click.echo(_table(loads.columns, loads.rows))
+    except Exception as error:
+        click.echo(f"\nwarehouse unavailable: {error}")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    return str(value)
+
+
+def _table(columns: list[str], rows: list[tuple[Any, ...]] | list[Any]) -> str:
+    from tabulate import tabulate
+
+    return tabulate(rows, headers=columns, tablefmt="simple")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""`analytics-pipeline dev`: the whole local pipeline as a few supervised processes.
+
+emulator (reused when one already answers, so AWS state can outlive a pipeline restart) ->
+Kinesis trigger poller -> `dagster dev` (webserver, daemon, code server, run workers) ->
+optionally the traffic simulator. Every child runs in its own session so that stopping its
+process group stops its whole tree; a child that dies unexpectedly is restarted, except
+`dagster dev` whose exit ends the stack.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from analytics_pipeline.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STOP_GRACE_SECONDS = 15.0
+
+
+@dataclass
+class Child:
+    """A supervised process started in its own session (its pid is its process group id)."""
+
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    log_path: Path
+    restart: bool = True
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    _log: IO[bytes] | None = field(default=None, repr=False)
+
+    def start(self) -> None:
+        if self._log is not None:
+            self._log.close()
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the child
+        self.process = subprocess.Popen(
+            self.command,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def stop(self) -> None:
+        stop_process_group(self.process)
+        if self._log is not None:
+            self._log.close()
+
+
+def stop_process_group(
+    process: subprocess.Popen[bytes] | None, grace: float = STOP_GRACE_SECONDS
+) -> None:
+    """SIGTERM the child's process group, then SIGKILL what is left after `grace` seconds."""
+    if process is None or process.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    # The group may still hold grandchildren after the leader exited (dagster's run workers).
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def prepare_dagster_home(settings: Settings) -> Path:
+    """Write the repository's dagster.yaml into DAGSTER_HOME (kept in step on every start)."""
+    settings.dagster_home.mkdir(parents=True, exist_ok=True)
+    source = REPO_ROOT / "dagster.yaml"
+    target = settings.dagster_home / "dagster.yaml"
+    if source.exists() and (not target.exists() or target.read_bytes() != source.read_bytes()):
+        shutil.copyfile(source, target)
+    return settings.dagster_home
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    """The environment every child sees: the same resolved settings as this process."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "AWS_ENDPOINT_URL": settings.aws_endpoint_url or "",
+            "AWS_DEFAULT_REGION": settings.aws_region,
+            "ANALYTICS_DUCKDB_PATH": str(settings.duckdb_path),
+            "ANALYTICS_STATE_DIR": str(settings.state_dir),
+            "DAGSTER_HOME": str(settings.dagster_home),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def dagster_dev_command(port: int) -> list[str]:
+    dagster = Path(sys.executable).with_name("dagster")
+    return [
+        str(dagster),
+        "dev",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workspace",
+        str(REPO_ROOT / "workspace.yaml"),
+    ]
+
+
+def run_dev(settings: Settings, *, port: int, simulate_rate: float | None, say=print) -> int:
+    """Start everything, supervise until Ctrl-C / SIGTERM, then stop all it started."""
+    from analytics_pipeline.local.bootstrap import ensure_resources
+    from analytics_pipeline.local.emulator import ensure_emulator
+
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
+    prepare_dagster_home(settings)
+    stopping = False
+
+    def request_stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    emulator = ensure_emulator(settings)
+    say(
+        f"AWS emulator: {settings.aws_endpoint_url} "
+        f"({'started, pid ' + str(emulator.pid) if emulator else 'reused'})"
+    )
+    ensure_resources(settings)
+    say(
+        f"stream {settings.stream_name}, queue {settings.queue_name} "
+        f"(+ {settings.dlq_name}), bucket {settings.bucket}: ready"
+    )
+
+    env = child_env(settings)
+    python = sys.executable
+    children = [
+        Child(
+            "trigger",
+            [python, "-m", "analytics_pipeline.cli", "trigger"],
+            env,
+            settings.state_dir / "trigger.log",
+        ),
+        Child(
+            "dagster",
+            dagster_dev_command(port),
+            env,
+            settings.state_dir / "dagster.log",
+            restart=False,
+        ),
+    ]
+    if simulate_rate is not None:
+        children.append(
+            Child(
+                "simulator",
+                [
+                    python,
+                    "-m",
+                    "analytics_pipeline.cli",
+                    "simulate",
+                    "--forever",
+                    "--rate",
+                    str(simulate_rate),
+                ],
+                env,
+                settings.state_dir / "simulator.log",
+            )
+        )
+    for child in children:
+        child.start()
+        say(
+            f"{child.name}: pid {child.process.pid if child.process else '?'}, log {child.log_path}"
+        )
+    say(f"Dagster UI: http://127.0.0.1:{port}  (Ctrl-C stops everything this command started)")
+
+    exit_code = 0
+    try:
+        while not stopping:
+            time.sleep(0.5)
+            for child in children:
+                assert child.process is not None
+                code = child.process.poll()
+                if code is None:
+                    continue
+                if not child.restart:
+                    say(f"{child.name} exited with {code}; stopping (see {child.log_path})")
+                    exit_code, stopping = code or 1, True
+                    break
+                child.restarts += 1
+                say(f"{child.name} exited with {code}; restarting (restart {child.restarts})")
+                time.sleep(min(30.0, 2.0**child.restarts))
+                child.start()
+    finally:
+        say("stopping...")
+        for child in reversed(children):
+            child.stop()
+        if emulator is not None:
+            emulator.stop()
+        say("stopped")
+    return exit_code
