@@ -138,6 +138,14 @@ class Settings:
     def dlq_name(self) -> str:
         return f"{self.queue_name}-dlq"
 
+    def to_env(self) -> dict[str, str]:
+        """The environment that reproduces these settings in a child process."""
+        env = {}
+        for name, variable in ENV_BY_FIELD.items():
+            value = getattr(self, name)
+            env[variable] = "" if value is None else str(value)
+        return env
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
@@ -176,4 +184,35 @@ class Settings:
         )
 
 
+# Settings field -> the environment variable it is read from.
+ENV_BY_FIELD: dict[str, str] = {
+    "aws_endpoint_url": "AWS_ENDPOINT_URL",
+    "aws_region": "AWS_DEFAULT_REGION",
+    "stream_name": "ANALYTICS_STREAM_NAME",
+    "stream_shards": "ANALYTICS_STREAM_SHARDS",
+    "queue_name": "ANALYTICS_QUEUE_NAME",
+    "queue_max_receives": "ANALYTICS_QUEUE_MAX_RECEIVES",
+    "bucket": "ANALYTICS_BUCKET",
+    "warehouse": "ANALYTICS_WAREHOUSE",
+    "duckdb_path": "ANALYTICS_DUCKDB_PATH",
+    "state_dir": "ANALYTICS_STATE_DIR",
+    "dagster_home": "DAGSTER_HOME",
+    "partition_start": "ANALYTICS_PARTITION_START",
+    "sqs_message_max_bytes": "ANALYTICS_SQS_MESSAGE_MAX_BYTES",
+    "sqs_visibility_seconds": "ANALYTICS_SQS_VISIBILITY_SECONDS",
+    "sensor_interval_seconds": "ANALYTICS_SENSOR_INTERVAL_SECONDS",
+    "sensor_max_messages": "ANALYTICS_SENSOR_MAX_MESSAGES",
+    "aggregate_cron": "ANALYTICS_AGGREGATE_CRON",
+    "dedupe_window_days": "ANALYTICS_DEDUPE_WINDOW_DAYS",
+    "max_blob_bytes": "ANALYTICS_MAX_BLOB_BYTES",
+    "max_decompressed_bytes": "ANALYTICS_MAX_DECOMPRESSED_BYTES",
+    "max_events_per_blob": "ANALYTICS_MAX_EVENTS_PER_BLOB",
+    "max_event_bytes": "ANALYTICS_MAX_EVENT_BYTES",
+    "max_nesting_depth": "ANALYTICS_MAX_NESTING_DEPTH",
+    "late_arrival_days": "ANALYTICS_LATE_ARRIVAL_DAYS",
+    "future_tolerance_seconds": "ANALYTICS_FUTURE_TOLERANCE_SECONDS",
+    "trigger_batch_size": "ANALYTICS_TRIGGER_BATCH_SIZE",
+    "trigger_poll_seconds": "ANALYTICS_TRIGGER_POLL_SECONDS",
+}
 SETTING_FIELDS = tuple(f.name for f in fields(Settings))
+

@@ -91,18 +91,7 @@ def prepare_dagster_home(settings: Settings) -> Path:
 
 def child_env(settings: Settings) -> dict[str, str]:
     """The environment every child sees: the same resolved settings as this process."""
-    env = dict(os.environ)
-    env.update(
-        {
-            "AWS_ENDPOINT_URL": settings.aws_endpoint_url or "",
-            "AWS_DEFAULT_REGION": settings.aws_region,
-            "ANALYTICS_DUCKDB_PATH": str(settings.duckdb_path),
-            "ANALYTICS_STATE_DIR": str(settings.state_dir),
-            "DAGSTER_HOME": str(settings.dagster_home),
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    return env
+    return {**os.environ, **settings.to_env(), "PYTHONUNBUFFERED": "1"}
 
 
 def dagster_dev_command(port: int) -> list[str]:
