@@ -1,4 +1,4 @@
-"""The local AWS emulator: moto's server, run as our own module so its Kinesis slow paths can be fixed.
+"""The local AWS emulator: moto's server, run as our own module to fix its Kinesis slow paths.
 
 moto 5.2.5 finds a shard's newest sequence number by building a list of every key, once per put
 record, and GetRecords walks the shard from its first record on every call: a long-running local
@@ -14,6 +14,7 @@ in the background (or reuses one that already answers, so its state survives a p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import os
 import signal
@@ -123,10 +124,8 @@ class EmulatorProcess:
 
 
 def _signal_group(pid: int, signum: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signum)  # started with start_new_session: its pgid is its pid
-    except ProcessLookupError:
-        pass
 
 
 def start_emulator(port: int, log_path: Path, host: str = "127.0.0.1") -> EmulatorProcess:
@@ -136,8 +135,10 @@ def start_emulator(port: int, log_path: Path, host: str = "127.0.0.1") -> Emulat
     log_file: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 - the child owns it from here
     try:
         process = subprocess.Popen(
-            [sys.executable, "-m", "analytics_pipeline.local.emulator", "--host", host]
-            + ["--port", str(port)],
+            [
+                *(sys.executable, "-m", "analytics_pipeline.local.emulator"),
+                *("--host", host, "--port", str(port)),
+            ],
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,

@@ -1,0 +1,100 @@
+"""Shared fixtures: one real AWS emulator per test session, fresh AWS resources per test.
+
+Tests that claim to be end-to-end talk to the emulator over HTTP like production code talks to
+AWS. Each test gets its own stream, queues and bucket (unique names), so tests never see each
+other's data even though they share one emulator process.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+from analytics_pipeline.local.bootstrap import Resources, ensure_resources
+from analytics_pipeline.local.emulator import start_emulator
+from analytics_pipeline.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def aws_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Endpoint URL of our emulator module, started on a free port and stopped by its PID."""
+    log_path = tmp_path_factory.mktemp("emulator") / "emulator.log"
+    emulator = start_emulator(free_port(), log_path)
+    try:
+        yield emulator.endpoint_url
+    finally:
+        emulator.stop()
+
+
+def unique_settings_env(endpoint: str, base_dir: Path, **overrides: str) -> dict[str, str]:
+    """Environment for a pipeline of its own: unique AWS names, state under `base_dir`."""
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "ANALYTICS_STREAM_NAME": name,
+        "ANALYTICS_STREAM_SHARDS": "2",
+        "ANALYTICS_QUEUE_NAME": name,
+        "ANALYTICS_BUCKET": name,
+        "ANALYTICS_STATE_DIR": str(base_dir / "state"),
+        "ANALYTICS_DUCKDB_PATH": str(base_dir / "warehouse.duckdb"),
+        "DAGSTER_HOME": str(base_dir / "dagster_home"),
+        "ANALYTICS_TRIGGER_POLL_SECONDS": "0.05",
+    }
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture
+def pipeline_env(monkeypatch: pytest.MonkeyPatch) -> Callable[[Mapping[str, str]], None]:
+    """Put a settings environment into os.environ for this test (code calling from_env() sees it).
+
+    Every setting not named is removed, so a developer's shell cannot leak into a test.
+    """
+
+    def apply(env: Mapping[str, str]) -> None:
+        from analytics_pipeline.settings import SETTINGS_DOC
+
+        for name in SETTINGS_DOC:
+            if name not in env and name in os.environ:
+                monkeypatch.delenv(name)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+
+    return apply
+
+
+@pytest.fixture
+def pipeline_settings(
+    aws_endpoint: str,
+    tmp_path: Path,
+    pipeline_env: Callable[[Mapping[str, str]], None],
+) -> Settings:
+    """Settings for a fresh pipeline (its own stream, queues, bucket) with its resources created.
+
+    The same values are in os.environ, so `Settings.from_env()` inside the code under test (the
+    Lambda handler) agrees with the test.
+    """
+    env = unique_settings_env(aws_endpoint, tmp_path)
+    pipeline_env(env)
+    settings = Settings.from_env(env)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    ensure_resources(settings)
+    return settings
+
+
+@pytest.fixture
+def pipeline_resources(pipeline_settings: Settings) -> Resources:
+    """Queue URLs and stream ARN of `pipeline_settings` (ensure_resources is idempotent)."""
+    return ensure_resources(pipeline_settings)
