@@ -32,9 +32,11 @@ def track_event(message_id: str | None = None, at: datetime | None = None) -> di
     }
 
 
-def blob(events: list[dict[str, Any]], *, gzipped: bool = False) -> bytes:
-    sent_at = iso(datetime.now(UTC))
-    data = json.dumps({"sentAt": sent_at, "context": {"app": {"name": "t"}}, "batch": events})
+def blob(
+    events: list[dict[str, Any]], *, gzipped: bool = False, sent_at: datetime | None = None
+) -> bytes:
+    sent = iso(sent_at or datetime.now(UTC))
+    data = json.dumps({"sentAt": sent, "context": {"app": {"name": "t"}}, "batch": events})
     raw = data.encode()
     return gzip.compress(raw) if gzipped else raw
 
