@@ -6,9 +6,10 @@ contend for it, so every operation opens its own connection, holds it as briefly
 closes it; opening retries with exponential backoff and jitter while another process holds the
 lock, up to `open_timeout_seconds`.
 
-Loads go through DuckDB's own NDJSON reader (`read_json` with explicit column types) into a temp
-table and then one transaction does: in-load dedupe, an anti join against recent `events`, the
-insert and the ledger rows. Never `executemany` (about 1,300 rows/s).
+Loads hand the batches' gzip NDJSON files to DuckDB's own reader (`read_json` with explicit
+column types) into a temp table, and then one transaction does: in-load dedupe on the keys only,
+an anti join against recent `events`, the insert and the ledger rows. Never `executemany`
+(about 1,300 rows/s). `benchmarks/duckdb_load.py` measures this against a bare `read_json`.
 
 Dedupe window trade-off: the anti join only looks at `events` whose timestamp lies within
 `dedupe_window_days` of the load's min/max timestamp. That keeps the cost of each load bounded
