@@ -265,6 +265,25 @@ class KinesisTrigger:
             kwargs["StartingSequenceNumber"] = checkpoint
         return str(self.kinesis.get_shard_iterator(**kwargs)["ShardIterator"])
 
+    def _get_records(self, shard: ShardState) -> dict[str, Any]:
+        """GetRecords; an expired iterator (idle over 5 minutes) re-opens from the checkpoint."""
+        for attempt in range(2):
+            if shard.iterator is None:
+                shard.iterator = self._open_iterator(shard)
+            try:
+                return dict(
+                    self.kinesis.get_records(
+                        ShardIterator=shard.iterator, Limit=self.settings.trigger_batch_size
+                    )
+                )
+            except ClientError as error:
+                expired = error.response["Error"]["Code"] == "ExpiredIteratorException"
+                if not expired or attempt:
+                    raise
+                log.info("iterator of %s expired; re-opening from checkpoint", shard.shard_id)
+                shard.iterator = None
+        raise AssertionError("unreachable")
+
     def _back_off(self, shard: ShardState) -> None:
         shard.consecutive_failures += 1
         delay = min(
@@ -275,19 +294,8 @@ class KinesisTrigger:
 
     def _poll_shard(self, shard: ShardState) -> bool:
         try:
-            if shard.iterator is None:
-                shard.iterator = self._open_iterator(shard)
-            response = self.kinesis.get_records(
-                ShardIterator=shard.iterator, Limit=self.settings.trigger_batch_size
-            )
-        except ClientError as error:
-            if error.response["Error"]["Code"] == "ExpiredIteratorException":
-                shard.iterator = None  # re-open from the checkpoint on the next pass
-                return False
-            log.warning("reading %s failed: %s", shard.shard_id, error)
-            self._back_off(shard)
-            return False
-        except BotoCoreError as error:
+            response = self._get_records(shard)
+        except (ClientError, BotoCoreError) as error:
             log.warning("reading %s failed: %s", shard.shard_id, error)
             self._back_off(shard)
             return False
