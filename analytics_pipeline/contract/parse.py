@@ -252,7 +252,7 @@ def _gunzip(data: bytes, cap: int) -> bytes:
             raise _BlobRejected(
                 Reason.BLOB_DECOMPRESSED_TOO_LARGE,
                 f"blob decompresses to more than {cap} bytes",
-                b"".join(parts)[:BLOB_PAYLOAD_CAP_BYTES],
+                b"".join(parts)[: BLOB_PAYLOAD_CAP_BYTES + 1],  # +1: "it was cut"
             )
         if not decompressor.eof:
             raise _BlobRejected(Reason.BLOB_GZIP_INVALID, "gzip is truncated")
