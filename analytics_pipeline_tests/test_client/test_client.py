@@ -274,8 +274,8 @@ def test_only_failed_records_are_retried_with_fresh_sent_at(
 ) -> None:
     kinesis = KinesisDouble({1})
     client = make_client(kinesis)
-    devices = [client.device(clock=StepClock(datetime(2026, 11, 29, 12, tzinfo=UTC)))]
-    devices += [client.device() for _ in range(2)]
+    clock = StepClock(datetime(2026, 11, 29, 12, tzinfo=UTC))
+    devices = [client.device(), client.device(clock=clock), client.device()]
     sent_ids = [device.track("Tap") for device in devices]
     client.flush(timeout=5)
 
@@ -283,7 +283,7 @@ def test_only_failed_records_are_retried_with_fresh_sent_at(
     assert len(first.records) == 3 and first.failed_indexes == {1}
     (retried,) = second.records
     failed_attempt = first.records[1]
-    assert retried["PartitionKey"] == failed_attempt["PartitionKey"]
+    assert retried["PartitionKey"] == failed_attempt["PartitionKey"] == devices[1].partition_key
     before, after = decode_blob(failed_attempt["Data"]), decode_blob(retried["Data"])
     assert before["batch"] == after["batch"]  # same events, same messageIds, same timestamps
     assert after["sentAt"] > before["sentAt"]  # re-stamped for the new attempt
