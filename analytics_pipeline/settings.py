@@ -215,4 +215,3 @@ ENV_BY_FIELD: dict[str, str] = {
     "trigger_poll_seconds": "ANALYTICS_TRIGGER_POLL_SECONDS",
 }
 SETTING_FIELDS = tuple(f.name for f in fields(Settings))
-

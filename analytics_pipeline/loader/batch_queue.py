@@ -45,7 +45,7 @@ class BatchRef:
     row_count: int
     bucket: str
     key: str
-    staged: bool  # the object was written by the sensor and is removed after the load
+    staged: bool  # written by the sensor (inline body) rather than by the Lambda (oversize)
 
     def as_config(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,11 +80,16 @@ class BatchQueue:
         max_messages: int,
         visibility_timeout: int,
         time_budget_seconds: float = 20.0,
-        wait_seconds: int = 0,
+        first_wait_seconds: int = 1,
     ) -> list[ReceivedMessage]:
-        """Receive up to `max_messages` (hidden for `visibility_timeout` s), never deleting."""
+        """Receive up to `max_messages` (hidden for `visibility_timeout` s), never deleting.
+
+        The first call long-polls briefly: a short poll samples only some SQS servers and can
+        answer empty while messages wait.
+        """
         deadline = time.monotonic() + time_budget_seconds
         received: list[ReceivedMessage] = []
+        wait_seconds = first_wait_seconds
         while len(received) < max_messages and time.monotonic() < deadline:
             response = self.sqs.receive_message(
                 QueueUrl=self.queue_url,
@@ -94,6 +99,7 @@ class BatchQueue:
                 MessageAttributeNames=["All"],
                 MessageSystemAttributeNames=["ApproximateReceiveCount"],
             )
+            wait_seconds = 0
             messages = response.get("Messages", [])
             if not messages:
                 break
@@ -131,10 +137,12 @@ class BatchQueue:
         return self.s3.get_object(Bucket=ref.bucket, Key=ref.key)["Body"].read()
 
     def delete(self, refs: Sequence[BatchRef]) -> int:
-        """Delete loaded messages, then their staged objects. Returns messages deleted.
+        """Delete loaded messages, then their bodies' objects. Returns messages deleted.
 
-        A stale receipt handle (the message was received again meanwhile) fails here and is only
-        logged: the message comes back, the ledger recognises its batch id and a later run deletes it.
+        Called only after the warehouse commit, when a body is never needed again (a redelivered
+        copy is skipped by the ledger without reading it). A stale receipt handle (the message was
+        received again meanwhile) fails here and is only logged: the message comes back, the
+        ledger recognises its batch id and a later run deletes it.
         """
         deleted = 0
         for chunk in _chunks(refs, SQS_BATCH):
@@ -148,12 +156,11 @@ class BatchQueue:
             deleted += len(response.get("Successful", []))
             for failure in response.get("Failed", []):
                 log.warning("SQS delete failed (will be redelivered and skipped): %s", failure)
-        for ref in refs:
-            if ref.staged:
-                try:
-                    self.s3.delete_object(Bucket=ref.bucket, Key=ref.key)
-                except ClientError as error:  # an orphan is harmless; a lifecycle rule expires it
-                    log.warning("could not delete staged object %s: %s", ref.key, error)
+        for bucket, key in sorted({(ref.bucket, ref.key) for ref in refs}):
+            try:
+                self.s3.delete_object(Bucket=bucket, Key=key)
+            except ClientError as error:  # an orphan is harmless; a lifecycle rule expires it
+                log.warning("could not delete batch object %s: %s", key, error)
         return deleted
 
     def release(self, refs: Iterable[BatchRef | ReceivedMessage]) -> None:
