@@ -11,6 +11,7 @@ from datetime import date
 import dagster as dg
 
 from analytics_pipeline.defs.ingest.assets import EVENTS
+from analytics_pipeline.defs.policies import WAREHOUSE_RETRY_POLICY
 from analytics_pipeline.defs.resources import WarehouseResource
 from analytics_pipeline.settings import Settings
 from analytics_pipeline.warehouse.base import Warehouse
@@ -40,9 +41,7 @@ def _aggregate_asset(
         kinds={settings.warehouse, "sql"},
         description=description,
         automation_condition=refresh_condition(settings.aggregate_cron),
-        retry_policy=dg.RetryPolicy(
-            max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
-        ),
+        retry_policy=WAREHOUSE_RETRY_POLICY,
     )
     def _asset(
         context: dg.AssetExecutionContext, warehouse: WarehouseResource

@@ -10,6 +10,7 @@ import dagster as dg
 from pydantic import Field
 
 from analytics_pipeline.contract.batches import BatchKind
+from analytics_pipeline.defs.policies import WAREHOUSE_RETRY_POLICY
 from analytics_pipeline.defs.resources import BatchQueueResource, WarehouseResource
 from analytics_pipeline.loader import BatchRef, drain_day, load_refs
 from analytics_pipeline.settings import Settings
@@ -24,10 +25,6 @@ ASSET_BY_KIND = {kind: key for key, kind in KIND_BY_ASSET.items()}
 
 NO_DUPLICATES_CHECK = "no_duplicate_message_ids"
 COUNTS_RECONCILE_CHECK = "counts_reconcile"
-
-LOAD_RETRY_POLICY = dg.RetryPolicy(
-    max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
-)
 
 
 class BatchMessage(dg.Config):
@@ -112,7 +109,7 @@ def load_batches_asset(
         ],
         partitions_def=partitions_def,
         can_subset=True,
-        retry_policy=LOAD_RETRY_POLICY,
+        retry_policy=WAREHOUSE_RETRY_POLICY,
     )
     def load_batches(
         context: dg.AssetExecutionContext,
