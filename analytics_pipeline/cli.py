@@ -67,7 +67,7 @@ def simulate(
         progress=True,
         invalid_ratio=invalid_ratio,
     )
-    click.echo(report.summary() if hasattr(report, "summary") else str(report))
+    click.echo(report.summary())
 
 
 @main.command()
