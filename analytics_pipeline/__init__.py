@@ -1,1 +1,1 @@
-"""analytics-pipeline: self-hosted product-analytics events, from clients to your warehouse, exactly once."""
+"""analytics-pipeline: your product-analytics events in your own warehouse, exactly once."""
