@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -51,6 +52,9 @@ GZIP_MAGIC = b"\x1f\x8b"
 # A blob-level quarantine row keeps at most this much of the blob: enough to diagnose, not
 # enough to turn the quarantine table into a second copy of an attack.
 BLOB_PAYLOAD_CAP_BYTES = 65_536
+# Blobs with at least this many commas get their batch counted before it is decoded to a list
+# (one object per element; at 64k elements that is ~4 MB, at the 8 MiB cap ~240 MB).
+PRECOUNT_MIN_COMMAS = 65_536
 _TIMESTAMP_PATHS = frozenset({"$.timestamp", "$.originalTimestamp", "$.sentAt"})
 _ERROR_PATH_MARKER = " - at `"
 
@@ -66,6 +70,12 @@ class _WireBlob(msgspec.Struct, rename="camel", gc=False):
     batch: list[msgspec.Raw]
     sent_at: str | None = None
     context: dict[str, msgspec.Raw] | None = None
+
+
+class _WireBlobSpan(msgspec.Struct, gc=False):
+    """The batch as one span: lets us count its elements before allocating one per element."""
+
+    batch: msgspec.Raw = NULL_JSON
 
 
 class _WireEvent(msgspec.Struct, rename="camel", gc=False):
@@ -109,6 +119,7 @@ class _MessageIdProbe(msgspec.Struct, rename="camel", gc=False):
 
 
 _BLOB_DECODER = msgspec.json.Decoder(_WireBlob)
+_BLOB_SPAN_DECODER = msgspec.json.Decoder(_WireBlobSpan)
 _EVENT_DECODER = msgspec.json.Decoder(_WireEvent)
 _EVENT_TEXT_TIMES_DECODER = msgspec.json.Decoder(_WireEventTextTimes)
 _MESSAGE_ID_DECODER = msgspec.json.Decoder(_MessageIdProbe)
@@ -119,6 +130,9 @@ _ENCODER = msgspec.json.Encoder()
 _OPEN_BRACE = ord("{")
 _BRACKETS_AS_PARENS = bytes.maketrans(b"{[}]", b"(())")  # valid JSON pairs them properly
 _NOT_BRACKETS_OR_QUOTES = bytes(b for b in range(256) if b not in b'{}[]"')
+_NOT_BRACKETS_QUOTES_OR_COMMAS = bytes(b for b in range(256) if b not in b'{}[]",')
+_STRING_IN_PROJECTION = re.compile(rb'"[^"]*"')
+_INNERMOST_GROUP = re.compile(rb"\([^()]*\)")
 
 
 class _BlobRejected(Exception):
@@ -194,6 +208,16 @@ def _decode_blob(data: bytes, limits: Limits) -> _Blob:
             text.decode("utf-8")
         except UnicodeDecodeError as error:
             raise _BlobRejected(Reason.BLOB_INVALID_UTF8, f"blob is not UTF-8: {error}") from None
+    # Fewer commas: too few elements for the list decode below to cost much memory, and the
+    # count after it is exact. Checked with the span first only above that (attack-sized).
+    if text.count(b",") >= max(limits.max_events_per_blob, PRECOUNT_MIN_COMMAS):
+        events = _batch_length_if_over(text, limits.max_events_per_blob, limits.max_nesting_depth)
+        if events is not None:
+            raise _BlobRejected(
+                Reason.BLOB_TOO_MANY_EVENTS,
+                f"blob has {events} events; the limit is {limits.max_events_per_blob}",
+                text,
+            )
     try:
         wire = _BLOB_DECODER.decode(text)
     except msgspec.ValidationError as error:
@@ -261,6 +285,35 @@ def _gunzip(data: bytes, cap: int) -> bytes:
             return parts[0] if len(parts) == 1 else b"".join(parts)
         if remaining[:2] != GZIP_MAGIC:
             raise _BlobRejected(Reason.BLOB_GZIP_INVALID, "bytes after the end of the gzip data")
+
+
+def _batch_length_if_over(text: bytes, limit: int, max_depth: int) -> int | None:
+    """The batch's element count when over `limit`, counted without decoding the elements.
+
+    Decoding `batch` as a list allocates one object per element: a blob of millions of tiny
+    elements (`[0,0,...]`, within the decompression cap) cost ~240 MB before the count could
+    be checked. Here the batch is one span; brackets, quotes and commas are projected out as
+    in `_nesting_depth_exceeds`, strings dropped, nested groups peeled, and the commas left
+    counted. None: within the limit, or not a readable blob (the full decode says why).
+    """
+    try:
+        span = bytes(_BLOB_SPAN_DECODER.decode(text).batch)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    if span[:1] != b"[" or span.count(b",") < limit:
+        return None
+    if b"\\" in span:
+        span = span.replace(b"\\\\", b"").replace(b'\\"', b"")
+    projection = span.translate(_BRACKETS_AS_PARENS, _NOT_BRACKETS_QUOTES_OR_COMMAS)
+    inner = _STRING_IN_PROJECTION.sub(b"", projection)[1:-1]
+    for _ in range(max_depth):
+        if b"(" not in inner:
+            break
+        inner = _INNERMOST_GROUP.sub(b"", inner)
+    if b"(" in inner:
+        return None  # deeper than the limit: the depth check rejects it
+    events = inner.count(b",") + 1
+    return events if events > limit else None
 
 
 def _nesting_depth_exceeds(text: bytes, max_depth: int) -> bool:
