@@ -66,6 +66,11 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
         "* * * * *",
         "Cooldown of the aggregates: a day whose events changed refreshes at most once a tick.",
     ),
+    "ANALYTICS_WAREHOUSE_LOCK_WAIT_SECONDS": (
+        "120",
+        "How long a DuckDB operation waits for the file lock another process holds before it "
+        "fails (a failed load is retried and its SQS messages come back).",
+    ),
     "ANALYTICS_DEDUPE_WINDOW_DAYS": (
         "7",
         "How far back the loader looks for an already loaded messageId.",
@@ -123,6 +128,7 @@ class Settings:
     sensor_interval_seconds: int
     sensor_max_messages: int
     aggregate_cron: str
+    warehouse_lock_wait_seconds: float
     dedupe_window_days: int
     max_blob_bytes: int
     max_decompressed_bytes: int
@@ -171,6 +177,7 @@ class Settings:
             sensor_interval_seconds=int(get("ANALYTICS_SENSOR_INTERVAL_SECONDS")),
             sensor_max_messages=int(get("ANALYTICS_SENSOR_MAX_MESSAGES")),
             aggregate_cron=get("ANALYTICS_AGGREGATE_CRON"),
+            warehouse_lock_wait_seconds=float(get("ANALYTICS_WAREHOUSE_LOCK_WAIT_SECONDS")),
             dedupe_window_days=int(get("ANALYTICS_DEDUPE_WINDOW_DAYS")),
             max_blob_bytes=int(get("ANALYTICS_MAX_BLOB_BYTES")),
             max_decompressed_bytes=int(get("ANALYTICS_MAX_DECOMPRESSED_BYTES")),
@@ -203,6 +210,7 @@ ENV_BY_FIELD: dict[str, str] = {
     "sensor_interval_seconds": "ANALYTICS_SENSOR_INTERVAL_SECONDS",
     "sensor_max_messages": "ANALYTICS_SENSOR_MAX_MESSAGES",
     "aggregate_cron": "ANALYTICS_AGGREGATE_CRON",
+    "warehouse_lock_wait_seconds": "ANALYTICS_WAREHOUSE_LOCK_WAIT_SECONDS",
     "dedupe_window_days": "ANALYTICS_DEDUPE_WINDOW_DAYS",
     "max_blob_bytes": "ANALYTICS_MAX_BLOB_BYTES",
     "max_decompressed_bytes": "ANALYTICS_MAX_DECOMPRESSED_BYTES",

@@ -77,7 +77,10 @@ def batch_queue_resource(settings: Settings) -> BatchQueueResource:
 
 def warehouse_resource(settings: Settings) -> WarehouseResource:
     if settings.warehouse == "duckdb":
-        return DuckDBWarehouseResource(path=str(settings.duckdb_path))
+        return DuckDBWarehouseResource(
+            path=str(settings.duckdb_path),
+            open_timeout_seconds=settings.warehouse_lock_wait_seconds,
+        )
     raise ValueError(f"ANALYTICS_WAREHOUSE={settings.warehouse!r} is not supported (use duckdb)")
 
 
