@@ -52,6 +52,7 @@ class LoadResult:
     seconds_from_sent_at_p50: float | None = None
     seconds_from_sent_at_max: float | None = None
     loaded_batch_ids: list[str] = field(default_factory=list)
+    failed_batch_ids: list[str] = field(default_factory=list)  # left in SQS: redelivered / DLQ
 
     @property
     def reconciles(self) -> bool:

@@ -151,6 +151,14 @@ def load_batches_asset(
             yield dg.MaterializeResult(
                 asset_key=key, metadata=metadata, check_results=check_results
             )
+        failed = sorted(b for result in results.values() for b in result.failed_batch_ids)
+        if failed:
+            # After the yields: the batches that did load are materialized; this run still
+            # shows as failed, and the failed messages are redelivered (then dead-lettered).
+            raise dg.Failure(
+                f"{len(failed)} batches failed to load and stay queued: {', '.join(failed)}; "
+                "`analytics-pipeline dlq list` shows why once they reach the dead-letter queue"
+            )
 
     return load_batches
 
@@ -167,6 +175,7 @@ def _metadata(result: LoadResult, quarantined: LoadResult) -> dict[str, float | 
         "rejected": quarantined.rows_received,
         "batches": result.batches,
         "batches_already_loaded": result.batches_already_loaded,
+        "batches_failed": len(result.failed_batch_ids),
     }
     if result.seconds_from_sent_at_p50 is not None:
         metadata["seconds_from_sent_at_p50"] = round(result.seconds_from_sent_at_p50, 3)

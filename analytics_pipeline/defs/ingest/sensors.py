@@ -15,6 +15,7 @@ from analytics_pipeline.contract.batches import BatchKind
 from analytics_pipeline.defs.ingest.assets import ASSET_BY_KIND
 from analytics_pipeline.defs.resources import BatchQueueResource
 from analytics_pipeline.loader import BatchRef
+from analytics_pipeline.loader.failures import record_failure
 from analytics_pipeline.settings import Settings
 
 SENSOR_TIME_BUDGET_SECONDS = 20.0  # an evaluation must end within 60 s
@@ -81,6 +82,15 @@ def sqs_batches_sensor(
         refs: list[BatchRef] = []
         for message in received:
             if message.header is None:
+                record_failure(
+                    queue.s3,
+                    queue.bucket,
+                    batch_id=None,
+                    sqs_message_id=message.message_id,
+                    receive_count=message.receive_count,
+                    stage="stage",
+                    error=message.error or "not a batch message",
+                )
                 context.log.warning(
                     "message %s is not a batch (%s); it will reach the dead-letter queue after "
                     "%d receives",
@@ -89,7 +99,27 @@ def sqs_batches_sensor(
                     settings.queue_max_receives,
                 )
                 continue
-            refs.append(queue.stage(message))
+            try:
+                refs.append(queue.stage(message))
+            except Exception as error:  # one bad body must not fail the tick for every batch
+                header = message.header
+                record_failure(
+                    queue.s3,
+                    queue.bucket,
+                    batch_id=header.batch_id,
+                    sqs_message_id=message.message_id,
+                    receive_count=message.receive_count,
+                    stage="stage",
+                    error=error,
+                    kind=header.kind.value,
+                    day=header.day,
+                    row_count=header.row_count,
+                )
+                context.log.warning(
+                    "batch %s could not be staged (%s); it will reach the dead-letter queue",
+                    header.batch_id,
+                    error,
+                )
         requests, outside = run_requests_for(refs, partitions_def)
         for ref in outside:
             context.log.warning(
