@@ -141,6 +141,81 @@ def status() -> None:
         click.echo(f"\nwarehouse unavailable: {error}")
 
 
+@main.group()
+def dlq() -> None:
+    """The dead-letter queue: batches that failed to load ANALYTICS_QUEUE_MAX_RECEIVES times."""
+
+
+@dlq.command("list")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+)
+def dlq_list(output_format: str) -> None:
+    """Each dead-lettered message: batch id, kind, day, rows, receives and the last load error."""
+    from analytics_pipeline.loader.replay import dead_letters_for
+
+    rows = [letter.as_row() for letter in dead_letters_for(Settings.from_env())]
+    if output_format == "json":
+        click.echo(msgspec.json.encode(rows).decode())
+    elif not rows:
+        click.echo("the dead-letter queue is empty")
+    else:
+        click.echo(_table(list(rows[0]), [list(row.values()) for row in rows]))
+
+
+@dlq.command("replay")
+@click.option(
+    "--batch-id", "batch_ids", multiple=True, help="Replay only these batches (default: all)."
+)
+def dlq_replay(batch_ids: tuple[str, ...]) -> None:
+    """Send dead-lettered batches back to the main queue (after fixing the cause).
+
+    Batches already in the warehouse ledger are only removed; the rest load exactly once.
+    """
+    from analytics_pipeline.loader.replay import replay_dead_letters_for
+
+    report = replay_dead_letters_for(Settings.from_env(), batch_ids)
+    click.echo(
+        f"sent back to the queue: {len(report.sent)}; already loaded (removed): "
+        f"{len(report.already_loaded)}; left in the dead-letter queue: {report.left}"
+    )
+    for name in report.sent:
+        click.echo(f"  sent {name}")
+
+
+@main.group()
+def quarantine() -> None:
+    """The quarantine table: rejected events and blobs, with a reason code."""
+
+
+@quarantine.command("replay")
+@click.option("--reason", required=True, help="Reason code to replay, e.g. timestamp_too_old.")
+@click.option("--limit", type=int, default=None, help="At most this many rows (oldest first).")
+def quarantine_replay(reason: str, limit: int | None) -> None:
+    """Parse quarantined payloads again with the current contract and settings.
+
+    Newly accepted events go through the queue and load exactly once; their rows are marked
+    replayed, so running the command again does nothing for them.
+    """
+    from analytics_pipeline.contract.reasons import Reason
+    from analytics_pipeline.loader.replay import replay_quarantine_for
+
+    if reason not in {code.value for code in Reason}:
+        raise click.BadParameter(f"unknown reason code {reason!r}", param_hint="--reason")
+    report = replay_quarantine_for(Settings.from_env(), reason, limit)
+    click.echo(
+        f"rows: {report.rows}; replayed: {report.replayed} ({report.events_sent} events, "
+        f"{report.rejections_sent} new rejections, {report.batches} batches sent); "
+        f"still rejected: {sum(report.still_rejected.values())} "
+        f"{dict(report.still_rejected) or ''}; not replayable (payload cut): "
+        f"{report.not_replayable}"
+    )
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime | date):
         return value.isoformat()

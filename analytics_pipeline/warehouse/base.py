@@ -14,6 +14,7 @@ from datetime import date
 from typing import Any, Protocol
 
 from analytics_pipeline.contract.batches import BatchKind
+from analytics_pipeline.contract.rows import QuarantineRow
 
 SCHEMA = "analytics"
 EVENTS_TABLE = "events"
@@ -89,6 +90,12 @@ class Warehouse(Protocol):
 
     def query(self, sql: str, parameters: Sequence[Any] | None = None) -> QueryResult:
         """Run SQL for a user (CLI `query`); waits politely for a busy warehouse."""
+
+    def quarantined(self, reason: str, limit: int | None = None) -> list[QuarantineRow]:
+        """Quarantine rows with `reason` whose `replayed_at` is unset, oldest first (replay)."""
+
+    def mark_quarantine_replayed(self, quarantine_ids: Sequence[str]) -> int:
+        """Set `replayed_at` where unset; returns rows changed (a second replay finds none)."""
 
     def table_row_counts(self) -> dict[str, int]:
         """Rows per table in the schema, for `status`."""

@@ -34,7 +34,7 @@ from typing import Any
 import duckdb
 
 from analytics_pipeline.contract.batches import BatchKind
-from analytics_pipeline.contract.rows import EVENT_COLUMNS, QUARANTINE_COLUMNS
+from analytics_pipeline.contract.rows import EVENT_COLUMNS, QUARANTINE_COLUMNS, QuarantineRow
 from analytics_pipeline.warehouse.base import (
     ALL_TABLES,
     DAILY_ACTIVE_USERS_TABLE,
@@ -92,6 +92,7 @@ QUARANTINE_TABLE_COLUMNS: tuple[Column, ...] = (
     Column("source", "VARCHAR"),
     Column("batch_id", "VARCHAR"),
     Column("loaded_at", "TIMESTAMP", not_null=True),
+    Column("replayed_at", "TIMESTAMP"),  # set by `quarantine replay` once its events are resent
 )
 
 LOADED_BATCHES_COLUMNS: tuple[Column, ...] = (
@@ -516,6 +517,38 @@ class DuckDBWarehouse:
                 return QueryResult(columns=[], rows=[])
             columns = [description[0] for description in cursor.description]
             return QueryResult(columns=columns, rows=cursor.fetchall())
+
+    def quarantined(self, reason: str, limit: int | None = None) -> list[QuarantineRow]:
+        """Quarantine rows with `reason` not replayed yet, oldest first."""
+        names = list(QUARANTINE_COLUMNS)
+        with self._connection(read_only=True) as connection:
+            if QUARANTINE_TABLE not in self._existing_columns(connection):
+                return []
+            rows = connection.execute(
+                f"SELECT {', '.join(_quoted(name) for name in names)} "
+                f"FROM {_qualified(QUARANTINE_TABLE)} "
+                "WHERE reason = ? AND replayed_at IS NULL ORDER BY received_at, quarantine_id "
+                "LIMIT ?",
+                [reason, limit if limit is not None else 2**62],
+            ).fetchall()
+        quarantine: list[QuarantineRow] = []
+        for row in rows:
+            values = dict(zip(names, row, strict=True))
+            values["received_at"] = values["received_at"].replace(tzinfo=UTC)
+            quarantine.append(QuarantineRow(**values))
+        return quarantine
+
+    def mark_quarantine_replayed(self, quarantine_ids: Sequence[str]) -> int:
+        """Stamp `replayed_at` on rows not stamped yet; returns how many were stamped."""
+        if not quarantine_ids:
+            return 0
+        with self._transaction() as connection:
+            changed = connection.execute(
+                f"UPDATE {_qualified(QUARANTINE_TABLE)} SET replayed_at = ? "
+                "WHERE replayed_at IS NULL AND quarantine_id IN (SELECT unnest(?::VARCHAR[]))",
+                [_utc_now(), list(quarantine_ids)],
+            ).fetchone()
+        return int(changed[0]) if changed else 0
 
     def table_row_counts(self) -> dict[str, int]:
         """Every table of the schema; a table not created yet counts 0."""

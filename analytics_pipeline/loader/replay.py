@@ -1,0 +1,298 @@
+"""Second chances: dead-lettered batches back to the queue, quarantined events through the contract.
+
+`dlq list` / `dlq replay`: SQS's StartMessageMoveTask is not in every emulator, so a replay
+receives from the dead-letter queue, sends the same body and attributes to the main queue, then
+deletes from the dead-letter queue. A crash between the send and the delete sends the batch again
+on the next replay; the loader's ledger (batch ids are derived from content) loads it once.
+
+`quarantine replay --reason CODE`: after a contract fix (a raised limit, a wider window), the
+quarantined payloads with that reason are parsed again by the current contract with their
+original arrival time. Newly accepted events (and any rejections from a replayed blob) are packed
+by the Lambda's own code into batches with content-derived ids and sent to the main queue, so the
+normal loader loads them exactly once; then the rows get `replayed_at`, so a second replay finds
+nothing. Limits of what can be replayed: a blob-level payload cut at 64 KiB is not the whole blob
+(reported as not replayable), and an event-level payload is the event alone: the blob's `sentAt`
+and `context` are gone, so a replayed event keeps its own timestamps without skew correction.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from analytics_pipeline import aws
+from analytics_pipeline.contract.batches import BatchHeader, InvalidBatchMessage
+from analytics_pipeline.contract.limits import Limits
+from analytics_pipeline.contract.parse import parse_blob, quarantine_id
+from analytics_pipeline.contract.rows import QuarantineRow
+from analytics_pipeline.ingest.handler import Sink, deliver
+from analytics_pipeline.ingest.packing import ParsedRecord, pack_records
+from analytics_pipeline.loader.failures import LoadFailure, read_failure
+from analytics_pipeline.settings import Settings
+
+SQS_BATCH = 10
+LIST_VISIBILITY_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    sqs_message_id: str
+    receive_count: int  # as the dead-letter queue counts it (this listing included)
+    header: BatchHeader | None
+    failure: LoadFailure | None  # the last recorded load failure, if any
+
+    @property
+    def batch_id(self) -> str | None:
+        return self.header.batch_id if self.header else None
+
+    def as_row(self) -> dict[str, Any]:
+        header, failure = self.header, self.failure
+        return {
+            "batch_id": header.batch_id if header else None,
+            "kind": header.kind.value if header else None,
+            "day": header.day if header else None,
+            "rows": header.row_count if header else None,
+            "receives": failure.receive_count if failure else self.receive_count,
+            "failed_at": failure.failed_at if failure else None,
+            "why": (f"{failure.stage}: {failure.error}" if failure else "no failure recorded"),
+            "sqs_message_id": self.sqs_message_id,
+        }
+
+
+def _receive_all(sqs: Any, queue_url: str, visibility: int) -> list[dict[str, Any]]:
+    """Every message of a (small) queue, each once, hidden for `visibility` seconds."""
+    messages: dict[str, dict[str, Any]] = {}
+    wait = 1  # a short poll samples some servers only; long-poll until a receive is empty
+    while True:
+        response = sqs.receive_message(
+            QueueUrl=queue_url,
+            MaxNumberOfMessages=SQS_BATCH,
+            VisibilityTimeout=visibility,
+            WaitTimeSeconds=wait,
+            MessageAttributeNames=["All"],
+            MessageSystemAttributeNames=["ApproximateReceiveCount"],
+        )
+        batch = response.get("Messages", [])
+        if not batch:
+            return list(messages.values())
+        for message in batch:
+            messages.setdefault(message["MessageId"], message)
+
+
+def _header(message: dict[str, Any]) -> BatchHeader | None:
+    try:
+        return BatchHeader.from_message_attributes(message.get("MessageAttributes", {}))
+    except InvalidBatchMessage:
+        return None
+
+
+def _release(sqs: Any, queue_url: str, messages: Sequence[dict[str, Any]]) -> None:
+    for start in range(0, len(messages), SQS_BATCH):
+        chunk = messages[start : start + SQS_BATCH]
+        sqs.change_message_visibility_batch(
+            QueueUrl=queue_url,
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
+                for i, m in enumerate(chunk)
+            ],
+        )
+
+
+def list_dead_letters(sqs: Any, s3: Any, dlq_url: str, bucket: str) -> list[DeadLetter]:
+    """What waits in the dead-letter queue and why; the messages stay there."""
+    messages = _receive_all(sqs, dlq_url, LIST_VISIBILITY_SECONDS)
+    try:
+        letters = []
+        for message in messages:
+            header = _header(message)
+            letters.append(
+                DeadLetter(
+                    sqs_message_id=message["MessageId"],
+                    receive_count=int(message["Attributes"]["ApproximateReceiveCount"]),
+                    header=header,
+                    failure=read_failure(
+                        s3, bucket, header.batch_id if header else None, message["MessageId"]
+                    ),
+                )
+            )
+    finally:
+        _release(sqs, dlq_url, messages)
+    return sorted(letters, key=lambda letter: (letter.batch_id or "", letter.sqs_message_id))
+
+
+@dataclass
+class DlqReplayReport:
+    sent: list[str] = field(default_factory=list)  # batch ids (or SQS ids) sent to the queue
+    already_loaded: list[str] = field(default_factory=list)  # in the ledger: only deleted
+    left: int = 0  # not selected (other batch ids), left in the dead-letter queue
+
+
+def replay_dead_letters(
+    sqs: Any,
+    dlq_url: str,
+    queue_url: str,
+    batch_ids: Collection[str] = (),
+    loaded_batch_ids: Callable[[list[str]], set[str]] | None = None,
+    visibility_seconds: int = 120,
+) -> DlqReplayReport:
+    """Move dead-lettered messages (all, or those of `batch_ids`) back to the main queue.
+
+    A replay that dies midway leaves its messages hidden for `visibility_seconds`; the next
+    replay after that sends them again (the ledger makes the second copy harmless).
+    """
+    report = DlqReplayReport()
+    messages = _receive_all(sqs, dlq_url, visibility=visibility_seconds)
+    chosen, others = [], []
+    for message in messages:
+        header = _header(message)
+        if batch_ids and (header is None or header.batch_id not in batch_ids):
+            others.append(message)
+        else:
+            chosen.append((message, header))
+    _release(sqs, dlq_url, others)
+    report.left = len(others)
+    ids = [header.batch_id for _, header in chosen if header is not None]
+    loaded = loaded_batch_ids(ids) if loaded_batch_ids and ids else set()
+    sent_batches: set[str] = set()
+    for message, header in chosen:
+        name = header.batch_id if header else message["MessageId"]
+        if header is not None and header.batch_id in loaded:
+            report.already_loaded.append(name)
+        elif header is None or header.batch_id not in sent_batches:
+            sqs.send_message(
+                QueueUrl=queue_url,
+                MessageBody=message["Body"],
+                MessageAttributes=_sendable(message.get("MessageAttributes", {})),
+            )
+            sent_batches.add(name)
+            report.sent.append(name)
+        sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"])
+    return report
+
+
+def _sendable(attributes: dict[str, Any]) -> dict[str, Any]:
+    keep = ("DataType", "StringValue", "BinaryValue")
+    return {
+        name: {key: value[key] for key in keep if key in value}
+        for name, value in attributes.items()
+    }
+
+
+# --- quarantine replay ----------------------------------------------------------------------
+
+
+@dataclass
+class QuarantineReplayReport:
+    rows: int = 0  # quarantine rows with the reason, not replayed before
+    replayed: int = 0  # rows now accepted (at least one event) and marked replayed
+    events_sent: int = 0
+    rejections_sent: int = 0  # rejections from replayed blobs, sent to the quarantine anew
+    still_rejected: Counter[str] = field(default_factory=Counter)  # new reason -> rows
+    not_replayable: int = 0  # blob payloads cut at the cap
+    batches: int = 0
+
+
+def replay_payload(row: QuarantineRow) -> bytes | None:
+    """The bytes to parse again: the event inside a minimal blob, or the whole blob; None if cut."""
+    if row.quarantine_id != quarantine_id(row.source, "blob"):
+        return b'{"batch":[' + row.payload.encode("utf-8") + b"]}"
+    if "payload: the first" in row.detail or ", its first" in row.detail:
+        return None
+    if "payload: base64 of the raw record" in row.detail:
+        return base64.b64decode(row.payload)
+    return row.payload.encode("utf-8")
+
+
+def replay_quarantine(
+    rows: Iterable[QuarantineRow],
+    *,
+    limits: Limits,
+    sink: Sink,
+    bucket: str,
+    max_message_bytes: int,
+    mark_replayed: Callable[[Sequence[str]], int],
+) -> QuarantineReplayReport:
+    """Parse `rows` again with `limits`; send what is accepted now, then mark those rows."""
+    report = QuarantineReplayReport()
+    records: list[ParsedRecord] = []
+    accepted_rows: list[str] = []
+    for row in rows:
+        report.rows += 1
+        data = replay_payload(row)
+        if data is None:
+            report.not_replayable += 1
+            continue
+        outcome = parse_blob(
+            data,
+            received_at=row.received_at,
+            source=f"replay:{row.quarantine_id}",
+            limits=limits,
+        )
+        if not outcome.accepted:
+            report.still_rejected.update(rejected.reason for rejected in outcome.rejected)
+            continue
+        records.append(ParsedRecord(str(len(records)), outcome.accepted, outcome.rejected))
+        accepted_rows.append(row.quarantine_id)
+    if records:
+        packed = pack_records(records, bucket=bucket, max_message_bytes=max_message_bytes)
+        failed = deliver(packed.batches, sink)
+        if failed:
+            raise RuntimeError(
+                f"{len(failed)} of {len(packed.batches)} replay batches could not be sent; "
+                "nothing was marked replayed, run the replay again"
+            )
+        report.batches = len(packed.batches)
+        report.events_sent = packed.events_accepted
+        report.rejections_sent = packed.rows_rejected
+    report.replayed = mark_replayed(accepted_rows)
+    return report
+
+
+# --- wired to the configuration (the CLI's entry points) ------------------------------------
+
+
+def dead_letters_for(settings: Settings) -> list[DeadLetter]:
+    sqs = aws.client("sqs", settings)
+    dlq_url = sqs.get_queue_url(QueueName=settings.dlq_name)["QueueUrl"]
+    return list_dead_letters(sqs, aws.client("s3", settings), dlq_url, settings.bucket)
+
+
+def replay_dead_letters_for(settings: Settings, batch_ids: Collection[str] = ()) -> DlqReplayReport:
+    from analytics_pipeline.warehouse import warehouse_from_settings
+
+    sqs = aws.client("sqs", settings)
+    warehouse = warehouse_from_settings(settings)
+    return replay_dead_letters(
+        sqs,
+        sqs.get_queue_url(QueueName=settings.dlq_name)["QueueUrl"],
+        sqs.get_queue_url(QueueName=settings.queue_name)["QueueUrl"],
+        batch_ids,
+        loaded_batch_ids=warehouse.loaded_batch_ids,
+    )
+
+
+def replay_quarantine_for(
+    settings: Settings, reason: str, limit: int | None = None
+) -> QuarantineReplayReport:
+    from analytics_pipeline.ingest.sinks import SqsS3Sink
+    from analytics_pipeline.warehouse import warehouse_from_settings
+
+    warehouse = warehouse_from_settings(settings)
+    sqs = aws.client("sqs", settings)
+    sink = SqsS3Sink(
+        sqs,
+        aws.client("s3", settings),
+        sqs.get_queue_url(QueueName=settings.queue_name)["QueueUrl"],
+        settings.bucket,
+    )
+    return replay_quarantine(
+        warehouse.quarantined(reason, limit),
+        limits=Limits.from_settings(settings),
+        sink=sink,
+        bucket=settings.bucket,
+        max_message_bytes=settings.sqs_message_max_bytes,
+        mark_replayed=warehouse.mark_quarantine_replayed,
+    )
