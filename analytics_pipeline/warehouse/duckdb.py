@@ -521,9 +521,7 @@ class DuckDBWarehouse:
     def quarantined(self, reason: str, limit: int | None = None) -> list[QuarantineRow]:
         """Quarantine rows with `reason` not replayed yet, oldest first."""
         names = list(QUARANTINE_COLUMNS)
-        with self._connection(read_only=True) as connection:
-            if QUARANTINE_TABLE not in self._existing_columns(connection):
-                return []
+        with self._connection() as connection:  # read-write: adds `replayed_at` to old files
             rows = connection.execute(
                 f"SELECT {', '.join(_quoted(name) for name in names)} "
                 f"FROM {_qualified(QUARANTINE_TABLE)} "
