@@ -157,7 +157,8 @@ def load_batches_asset(
             # shows as failed, and the failed messages are redelivered (then dead-lettered).
             raise dg.Failure(
                 f"{len(failed)} batches failed to load and stay queued: {', '.join(failed)}; "
-                "`analytics-pipeline dlq list` shows why once they reach the dead-letter queue"
+                "`analytics-pipeline dlq list` shows why once they reach the dead-letter queue",
+                allow_retries=False,  # an op retry would fail the same way; SQS redelivers
             )
 
     return load_batches
