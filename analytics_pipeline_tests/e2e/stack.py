@@ -95,22 +95,32 @@ class DagsterDev(Process):
         def answering() -> bool:
             if not self.alive():
                 raise AssertionError(f"dagster dev exited:\n{self.tail()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/server_info", timeout=2) as response:
-                    return response.status == 200
-            except (urllib.error.URLError, OSError):
-                return False
+            return server_answers(self.url)
 
         wait_for(answering, timeout, interval=0.5, what="dagster dev /server_info")
 
     def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-        request = urllib.request.Request(
-            f"{self.url}/graphql",
-            data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            payload = json.loads(response.read())
-        if payload.get("errors"):
-            raise AssertionError(payload["errors"])
-        return payload["data"]
+        return graphql(self.url, query, variables)
+
+
+def server_answers(url: str) -> bool:
+    """True when the Dagster webserver at `url` answers /server_info."""
+    try:
+        with urllib.request.urlopen(f"{url}/server_info", timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def graphql(url: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One query against the Dagster webserver at `url`; GraphQL errors fail the test."""
+    request = urllib.request.Request(
+        f"{url}/graphql",
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        payload = json.loads(response.read())
+    if payload.get("errors"):
+        raise AssertionError(payload["errors"])
+    return payload["data"]
