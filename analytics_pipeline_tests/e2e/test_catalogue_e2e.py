@@ -1,0 +1,258 @@
+"""The bad-input catalogue end to end, while good events keep flowing, plus poison batches.
+
+Every catalogue entry is put on the emulator's Kinesis stream over HTTP as one record, while an
+SDK client sends good events from another thread; the real trigger process runs the real
+handler, batches go through SQS, `dagster dev` loads them into DuckDB. The test ends when every
+good event is in `events` once, every catalogue outcome is where the catalogue says (matched to
+its Kinesis record by the quarantine row's `source`), the verbatim entries round-trip column by
+column, and three poison messages (a corrupt gzip body, a body that is not base64, a message
+without batch attributes) have left the main queue for the dead-letter queue, where
+`analytics-pipeline dlq list` (a real process) shows why.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from analytics_pipeline import aws
+from analytics_pipeline.client import Client
+from analytics_pipeline.contract.batches import BatchHeader, BatchKind, Payload
+from analytics_pipeline.contract.parse import quarantine_id
+from analytics_pipeline.local.bootstrap import ensure_resources
+from analytics_pipeline.local.stack import child_env
+from analytics_pipeline.settings import Settings
+from analytics_pipeline.warehouse import warehouse_from_settings
+from analytics_pipeline_tests.catalogue import ACCEPTED, CATALOGUE, BadInput, Build
+from analytics_pipeline_tests.e2e.stack import (
+    DagsterDev,
+    Process,
+    free_port,
+    start_trigger,
+    wait_for,
+)
+
+pytestmark = pytest.mark.e2e
+
+MAX_RECEIVES = 3
+VISIBILITY_SECONDS = 20  # a poison message comes back quickly; a good batch loads well within it
+
+
+@pytest.fixture
+def settings(aws_endpoint: str, tmp_path: Path) -> Settings:
+    name = f"cat-{uuid.uuid4().hex[:8]}"
+    settings = Settings.from_env(
+        {
+            "AWS_ENDPOINT_URL": aws_endpoint,
+            "ANALYTICS_STREAM_NAME": name,
+            "ANALYTICS_STREAM_SHARDS": "1",
+            "ANALYTICS_QUEUE_NAME": name,
+            "ANALYTICS_BUCKET": name,
+            "ANALYTICS_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
+            "ANALYTICS_STATE_DIR": str(tmp_path / "state"),
+            "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+            "ANALYTICS_QUEUE_MAX_RECEIVES": str(MAX_RECEIVES),
+            "ANALYTICS_SQS_VISIBILITY_SECONDS": str(VISIBILITY_SECONDS),
+            "ANALYTICS_TRIGGER_POLL_SECONDS": "0.2",
+        }
+    )
+    settings.state_dir.mkdir(parents=True)
+    ensure_resources(settings)
+    return settings
+
+
+@pytest.fixture
+def stack(settings: Settings) -> Iterator[tuple[Process, DagsterDev]]:
+    trigger = start_trigger(settings)
+    dagster = DagsterDev(settings, free_port())
+    try:
+        dagster.wait_ready()
+        yield trigger, dagster
+    finally:
+        dagster.stop()
+        trigger.stop()
+
+
+class GoodTraffic(threading.Thread):
+    """An SDK client sending valid events until stopped: the pipeline must not miss one."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(daemon=True)
+        self.client = Client(
+            settings.stream_name, kinesis=aws.client("kinesis", settings), gzip=True, flush_at=25
+        )
+        self.sent: list[str] = []
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        number = 0
+        while not self.stop_event.is_set():
+            self.sent.append(
+                self.client.track("Good Event", {"n": number}, anonymous_id="good-device")
+            )
+            number += 1
+            if number % 25 == 0:
+                time.sleep(0.1)
+
+    def finish(self) -> list[str]:
+        self.stop_event.set()
+        self.join(timeout=30)
+        self.client.close()
+        return self.sent
+
+
+def put_catalogue(settings: Settings, build: Build) -> dict[str, BadInput]:
+    """Each entry as one Kinesis record; returns the quarantine `source` of each -> entry."""
+    kinesis = aws.client("kinesis", settings)
+    sources = {}
+    for entry in CATALOGUE:
+        response = kinesis.put_record(
+            StreamName=settings.stream_name, Data=entry.build(build), PartitionKey=entry.name
+        )
+        source = (
+            f"kinesis:{settings.stream_name}:{response['ShardId']}:{response['SequenceNumber']}"
+        )
+        sources[source] = entry
+    return sources
+
+
+def put_poison(settings: Settings) -> dict[str, str]:
+    """Three messages no run can load; returns batch id (or 'no-header') -> expected `why`."""
+    sqs = aws.client("sqs", settings)
+    url = sqs.get_queue_url(QueueName=settings.queue_name)["QueueUrl"]
+    today = datetime.now(UTC).date().isoformat()
+    expected = {}
+    for batch_id, body, why in (
+        (f"corrupt-gzip-{uuid.uuid4().hex[:6]}", base64.b64encode(b"not gzip").decode(), "load:"),
+        (f"not-base64-{uuid.uuid4().hex[:6]}", "*** not base64 ***", "stage:"),
+    ):
+        header = BatchHeader(batch_id, BatchKind.EVENTS, today, 1, "", "", Payload.INLINE)
+        sqs.send_message(
+            QueueUrl=url, MessageBody=body, MessageAttributes=header.to_message_attributes()
+        )
+        expected[batch_id] = why
+    sqs.send_message(QueueUrl=url, MessageBody="a stray message, not a batch")
+    expected["no-header"] = "stage: missing message attribute"
+    return expected
+
+
+def queue_counts(settings: Settings, name: str) -> int:
+    sqs = aws.client("sqs", settings)
+    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return sum(int(value) for value in attributes.values())
+
+
+def test_the_catalogue_and_poison_batches_end_to_end_while_good_events_flow(
+    settings: Settings, stack: tuple[Process, DagsterDev]
+) -> None:
+    trigger, dagster = stack
+    build = Build(now=datetime.now(UTC), tag=uuid.uuid4().hex[:8])
+    good = GoodTraffic(settings)
+    good.start()
+    poison = put_poison(settings)
+    sources = put_catalogue(settings, build)
+    good_ids = set(good.finish())
+    assert len(good_ids) >= 25
+
+    expected_events = good_ids | {
+        build.message_id(entry.name, index)
+        for entry in CATALOGUE
+        for index, outcome in enumerate(entry.outcomes)
+        if outcome == ACCEPTED
+    }
+    expected_quarantine = sum(
+        1 for entry in CATALOGUE for outcome in entry.outcomes if outcome != ACCEPTED
+    )
+    warehouse = warehouse_from_settings(settings)
+
+    def settled() -> tuple[int, int, int, int] | None:
+        assert trigger.alive(), trigger.tail()
+        try:
+            counts = warehouse.table_row_counts()
+        except Exception:  # not created yet, or a load holds the file
+            return None
+        seen = (
+            counts.get("events", 0),
+            counts.get("events_quarantine", 0),
+            queue_counts(settings, settings.queue_name),
+            queue_counts(settings, settings.dlq_name),
+        )
+        wanted = (len(expected_events), expected_quarantine, 0, len(poison))
+        return seen if seen == wanted else None
+
+    try:
+        wait_for(settled, timeout=300, interval=2, what="events, quarantine, queue and DLQ")
+    except AssertionError:
+        print(trigger.tail(), dagster.tail(80), sep="\n----\n")
+        raise
+
+    loaded = warehouse.query(
+        "SELECT message_id, count(*) FROM analytics.events GROUP BY message_id"
+    ).rows
+    assert {message_id for message_id, _ in loaded} == expected_events
+    assert {count for _, count in loaded} == {1}
+
+    # Every catalogue outcome, entry by entry, event by event.
+    quarantine = warehouse.query(
+        "SELECT source, quarantine_id, reason, message_id FROM analytics.events_quarantine"
+    ).rows
+    outcomes: dict[str, dict[int, str]] = defaultdict(dict)
+    for source, row_id, reason, message_id in quarantine:
+        entry = sources[source]
+        if entry.blob_level:
+            assert row_id == quarantine_id(source, "blob") and message_id is None
+            outcomes[entry.name][0] = reason
+            continue
+        index = next(
+            i for i in range(len(entry.outcomes)) if row_id == quarantine_id(source, str(i))
+        )
+        outcomes[entry.name][index] = reason
+    for entry in CATALOGUE:
+        got = [outcomes[entry.name].get(i, ACCEPTED) for i in range(len(entry.outcomes))]
+        assert tuple(got) == entry.outcomes, entry.name
+
+    # Verbatim entries, compared with what the warehouse returns, column by column.
+    for entry in CATALOGUE:
+        if not entry.stored:
+            continue
+        columns = list(entry.stored)
+        rows = warehouse.query(
+            f"SELECT {', '.join(columns)} FROM analytics.events WHERE message_id = ?",
+            [build.message_id(entry.name)],
+        ).rows
+        assert len(rows) == 1, entry.name
+        for column, value in zip(columns, rows[0], strict=True):
+            stored = json.loads(value) if column in {"properties", "context", "traits"} else value
+            assert stored == entry.stored[column], (entry.name, column, stored)
+
+    # The poison messages: out of the way, and `dlq list` (a real process) says why.
+    listing = subprocess.run(
+        [sys.executable, "-m", "analytics_pipeline.cli", "dlq", "list", "--format", "json"],
+        env=child_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    letters: list[dict[str, Any]] = json.loads(listing.stdout)
+    whys = {letter["batch_id"] or "no-header": letter["why"] for letter in letters}
+    assert set(whys) == set(poison)
+    for batch_id, why in poison.items():
+        assert whys[batch_id].startswith(why), whys[batch_id]
+    assert "gzip" in whys[next(b for b in poison if b.startswith("corrupt-gzip"))].lower()
