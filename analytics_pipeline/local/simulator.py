@@ -408,10 +408,13 @@ def run_forever(
     stop: threading.Event | None = None,
     say: Callable[[str], None] = print,
     max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW_SECONDS,
+    status_every_seconds: float = STATUS_EVERY_SECONDS,
+    on_status: Callable[[SimulationReport, ClientStats], None] | None = None,
 ) -> SimulationReport:
     """A steady stream at `rate` events/s until SIGTERM, Ctrl-C or `stop` is set; then the
     client is closed (everything queued is sent) and the report returned. Keeps counts, not ids,
-    so memory stays flat however long it runs."""
+    so memory stays flat however long it runs. `on_status` (instead of a status line) lets a
+    benchmark follow the counts while it runs."""
     stop = stop or threading.Event()
     report = SimulationReport(clients=clients, requested_events=0)
     client = _simulation_client(settings, kinesis)
@@ -429,12 +432,15 @@ def run_forever(
                 keep_ids=False,
             )
             say(f"simulating {clients} devices at {rate:g} events/s to {settings.stream_name}")
-            next_status = started + STATUS_EVERY_SECONDS
+            next_status = started + status_every_seconds
             for _ in _paced(rate, stop):
                 traffic.emit()
                 if time.monotonic() >= next_status:
-                    next_status += STATUS_EVERY_SECONDS
-                    say(_status_line(report, client.stats))
+                    next_status += status_every_seconds
+                    if on_status is None:
+                        say(_status_line(report, client.stats))
+                    else:
+                        on_status(report, client.stats)
         except KeyboardInterrupt:
             pass
         finally:

@@ -348,9 +348,13 @@ class KinesisTrigger:
         if done:
             self.checkpoints.save(shard.shard_id, done[-1])
         stats = (response or {}).get("ingestStats") or {}
+        # Lambda's IteratorAge metric: how far behind the stream's head this shard is read.
+        iterator_age_ms = (
+            time.time() - records[-1]["ApproximateArrivalTimestamp"].timestamp()
+        ) * 1000
         log.info(
             "invoke %s records=%d accepted=%s rejected=%s duplicates=%s batches_sent=%s "
-            "failed_from=%s ms=%.0f",
+            "failed_from=%s ms=%.0f iterator_age_ms=%.0f",
             shard.shard_id,
             len(records),
             stats.get("events_accepted", "?"),
@@ -359,6 +363,7 @@ class KinesisTrigger:
             _batches_sent(stats),
             "-" if failed_index is None else sequence_numbers[failed_index],
             elapsed_ms,
+            iterator_age_ms,
         )
         return failed_index is None
 
