@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from typing import Any
 
 import msgspec
 
@@ -75,13 +76,31 @@ def sqs_message_bytes(body: str, attributes: dict[str, dict[str, str]]) -> int:
     return size
 
 
+_day_text: dict[date, str] = {}
+
+
 def utc_day(moment: datetime) -> str:
-    return moment.astimezone(UTC).date().isoformat()
+    """YYYY-MM-DD of the UTC day; rows are already UTC, so this is a lookup on the hot path."""
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    day = moment.date()
+    text = _day_text.get(day)
+    if text is None:
+        text = _day_text[day] = day.isoformat()
+    return text
 
 
 def rfc3339(moment: datetime) -> str:
     """The same text the rows carry on the wire, so header and rows compare as equal strings."""
     return msgspec.json.encode(moment.astimezone(UTC)).decode().strip('"')
+
+
+@dataclass
+class _DayGroup:
+    """Rows of one day and, in record order, the Kinesis records they came from."""
+
+    rows: list[Any] = field(default_factory=list)
+    sources: dict[str, None] = field(default_factory=dict)
 
 
 def pack_records(
@@ -90,59 +109,47 @@ def pack_records(
     """Dedupe messageIds (first in record order wins), group by UTC day, encode each day batch."""
     result = PackResult()
     seen_message_ids: set[str] = set()
-    events_by_day: dict[str, list[tuple[EventRow, str]]] = {}
-    quarantine_by_day: dict[str, list[tuple[QuarantineRow, str]]] = {}
+    events_by_day: dict[str, _DayGroup] = {}
+    quarantine_by_day: dict[str, _DayGroup] = {}
     for record in records:
+        sequence_number = record.sequence_number
         for row in record.accepted:
-            if row.message_id in seen_message_ids:
+            message_id = row.message_id
+            if message_id in seen_message_ids:
                 result.duplicates_dropped += 1
                 continue
-            seen_message_ids.add(row.message_id)
-            events_by_day.setdefault(utc_day(row.timestamp), []).append(
-                (row, record.sequence_number)
-            )
-            result.events_accepted += 1
+            seen_message_ids.add(message_id)
+            day = utc_day(row.timestamp)
+            group = events_by_day.get(day)
+            if group is None:
+                group = events_by_day[day] = _DayGroup()
+            group.rows.append(row)
+            group.sources[sequence_number] = None
         for row in record.rejected:
-            quarantine_by_day.setdefault(utc_day(row.received_at), []).append(
-                (row, record.sequence_number)
-            )
+            group = quarantine_by_day.setdefault(utc_day(row.received_at), _DayGroup())
+            group.rows.append(row)
+            group.sources[sequence_number] = None
             result.rows_rejected += 1
+    result.events_accepted = sum(len(group.rows) for group in events_by_day.values())
 
     for day in sorted(events_by_day):
-        members = events_by_day[day]
-        event_rows = [row for row, _ in members]
+        group = events_by_day[day]
         batch_id = batches.batch_id_for(
-            BatchKind.EVENTS, day, (row.message_id for row in event_rows)
+            BatchKind.EVENTS, day, [row.message_id for row in group.rows]
         )
-        timestamps = [row.timestamp for row in event_rows]
+        timestamps = [row.timestamp for row in group.rows]
         result.batches.append(
-            _pack_one(
-                BatchKind.EVENTS,
-                day,
-                batch_id,
-                event_rows,
-                timestamps,
-                [sequence for _, sequence in members],
-                bucket,
-                max_message_bytes,
-            )
+            _pack_one(BatchKind.EVENTS, day, batch_id, group, timestamps, bucket, max_message_bytes)
         )
     for day in sorted(quarantine_by_day):
-        members = quarantine_by_day[day]
-        quarantine_rows = [row for row, _ in members]
+        group = quarantine_by_day[day]
         batch_id = batches.batch_id_for(
-            BatchKind.QUARANTINE, day, (row.quarantine_id for row in quarantine_rows)
+            BatchKind.QUARANTINE, day, [row.quarantine_id for row in group.rows]
         )
+        timestamps = [row.received_at for row in group.rows]
         result.batches.append(
             _pack_one(
-                BatchKind.QUARANTINE,
-                day,
-                batch_id,
-                quarantine_rows,
-                [row.received_at for row in quarantine_rows],
-                [sequence for _, sequence in members],
-                bucket,
-                max_message_bytes,
+                BatchKind.QUARANTINE, day, batch_id, group, timestamps, bucket, max_message_bytes
             )
         )
     return result
@@ -152,16 +159,16 @@ def _pack_one(
     kind: BatchKind,
     day: str,
     batch_id: str,
-    rows: list[EventRow] | list[QuarantineRow],
+    group: _DayGroup,
     timestamps: list[datetime],
-    sequence_numbers: list[str],
     bucket: str,
     max_message_bytes: int,
 ) -> PackedBatch:
+    rows: list[EventRow] | list[QuarantineRow] = group.rows
     for row in rows:
         row.batch_id = batch_id
     compressed = compress_batch(batches.encode_rows(rows))
-    sources = tuple(dict.fromkeys(sequence_numbers))
+    sources = tuple(group.sources)
 
     def header(payload: Payload) -> BatchHeader:
         return BatchHeader(
