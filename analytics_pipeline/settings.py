@@ -35,10 +35,36 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
         "analytics-event-batches",
         "S3 bucket for batches too big for one SQS message and for batches staged for a run.",
     ),
-    "ANALYTICS_WAREHOUSE": ("duckdb", "Warehouse: `duckdb` (local)."),
+    "ANALYTICS_WAREHOUSE": ("duckdb", "Warehouse: `duckdb` (local) or `bigquery`."),
     "ANALYTICS_DUCKDB_PATH": (
         ".analytics-pipeline/warehouse.duckdb",
         "DuckDB database file of the local warehouse.",
+    ),
+    "ANALYTICS_BIGQUERY_PROJECT": (
+        "",
+        "BigQuery project of the dataset and the jobs; empty: the project of the credentials "
+        "(application default credentials).",
+    ),
+    "ANALYTICS_BIGQUERY_DATASET": ("analytics", "BigQuery dataset holding the tables."),
+    "ANALYTICS_BIGQUERY_LOCATION": ("US", "BigQuery location of the dataset and the jobs."),
+    "ANALYTICS_BIGQUERY_EMULATOR_REST": (
+        "",
+        "Emulators only: REST endpoint of a BigQuery emulator (e.g. `http://127.0.0.1:9050`); "
+        "when set, anonymous credentials are used and `dev` starts the emulator if none answers.",
+    ),
+    "ANALYTICS_BIGQUERY_EMULATOR_GRPC": (
+        "127.0.0.1:9060",
+        "Emulators only: gRPC endpoint (Storage Write API) of the emulator, used with REST.",
+    ),
+    "ANALYTICS_BIGQUERY_PARTITION_EXPIRATION_DAYS": (
+        "",
+        "Days after which BigQuery drops a partition of `events` and `events_quarantine`; "
+        "empty: never. Applied when the tables are created.",
+    ),
+    "ANALYTICS_BIGQUERY_REQUIRE_PARTITION_FILTER": (
+        "false",
+        "Make BigQuery refuse queries on `events` without a filter on `timestamp`. Applied when "
+        "the table is created.",
     ),
     "ANALYTICS_STATE_DIR": (
         ".analytics-pipeline",
@@ -124,6 +150,13 @@ class Settings:
     bucket: str
     warehouse: str
     duckdb_path: Path
+    bigquery_project: str
+    bigquery_dataset: str
+    bigquery_location: str
+    bigquery_emulator_rest: str
+    bigquery_emulator_grpc: str
+    bigquery_partition_expiration_days: int | None
+    bigquery_require_partition_filter: bool
     state_dir: Path
     dagster_home: Path
     partition_start: str
@@ -173,6 +206,20 @@ class Settings:
             bucket=get("ANALYTICS_BUCKET"),
             warehouse=get("ANALYTICS_WAREHOUSE"),
             duckdb_path=Path(get("ANALYTICS_DUCKDB_PATH")).absolute(),
+            bigquery_project=get("ANALYTICS_BIGQUERY_PROJECT"),
+            bigquery_dataset=get("ANALYTICS_BIGQUERY_DATASET"),
+            bigquery_location=get("ANALYTICS_BIGQUERY_LOCATION"),
+            bigquery_emulator_rest=get("ANALYTICS_BIGQUERY_EMULATOR_REST"),
+            bigquery_emulator_grpc=get("ANALYTICS_BIGQUERY_EMULATOR_GRPC"),
+            bigquery_partition_expiration_days=(
+                int(get("ANALYTICS_BIGQUERY_PARTITION_EXPIRATION_DAYS"))
+                if get("ANALYTICS_BIGQUERY_PARTITION_EXPIRATION_DAYS")
+                else None
+            ),
+            bigquery_require_partition_filter=get("ANALYTICS_BIGQUERY_REQUIRE_PARTITION_FILTER")
+            .strip()
+            .lower()
+            in ("1", "true", "yes"),
             state_dir=Path(get("ANALYTICS_STATE_DIR")).absolute(),
             dagster_home=Path(get("DAGSTER_HOME")).absolute(),
             partition_start=get("ANALYTICS_PARTITION_START"),
@@ -206,6 +253,13 @@ ENV_BY_FIELD: dict[str, str] = {
     "bucket": "ANALYTICS_BUCKET",
     "warehouse": "ANALYTICS_WAREHOUSE",
     "duckdb_path": "ANALYTICS_DUCKDB_PATH",
+    "bigquery_project": "ANALYTICS_BIGQUERY_PROJECT",
+    "bigquery_dataset": "ANALYTICS_BIGQUERY_DATASET",
+    "bigquery_location": "ANALYTICS_BIGQUERY_LOCATION",
+    "bigquery_emulator_rest": "ANALYTICS_BIGQUERY_EMULATOR_REST",
+    "bigquery_emulator_grpc": "ANALYTICS_BIGQUERY_EMULATOR_GRPC",
+    "bigquery_partition_expiration_days": "ANALYTICS_BIGQUERY_PARTITION_EXPIRATION_DAYS",
+    "bigquery_require_partition_filter": "ANALYTICS_BIGQUERY_REQUIRE_PARTITION_FILTER",
     "state_dir": "ANALYTICS_STATE_DIR",
     "dagster_home": "DAGSTER_HOME",
     "partition_start": "ANALYTICS_PARTITION_START",

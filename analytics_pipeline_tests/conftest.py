@@ -11,6 +11,7 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,43 @@ def pipeline_settings(
 def pipeline_resources(pipeline_settings: Settings) -> Resources:
     """Queue URLs and stream ARN of `pipeline_settings` (ensure_resources is idempotent)."""
     return ensure_resources(pipeline_settings)
+
+
+@dataclass(frozen=True)
+class BigQueryEndpoint:
+    """A running BigQuery emulator: REST for jobs and tables, gRPC for the Storage Write API."""
+
+    rest: str
+    grpc: str
+    project: str
+
+    def settings_env(self, dataset: str) -> dict[str, str]:
+        return {
+            "ANALYTICS_WAREHOUSE": "bigquery",
+            "ANALYTICS_BIGQUERY_PROJECT": self.project,
+            "ANALYTICS_BIGQUERY_DATASET": dataset,
+            "ANALYTICS_BIGQUERY_EMULATOR_REST": self.rest,
+            "ANALYTICS_BIGQUERY_EMULATOR_GRPC": self.grpc,
+        }
+
+
+@pytest.fixture(scope="session")
+def bigquery_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BigQueryEndpoint]:
+    """One bqemulator per session on free ports (installed on first use), stopped by its PID.
+
+    Tests share it and keep apart by using a dataset each.
+    """
+    from analytics_pipeline.local.bigquery_emulator import install, start_bigquery_emulator
+
+    install()
+    project = "test-project"
+    emulator = start_bigquery_emulator(
+        free_port(),
+        free_port(),
+        tmp_path_factory.mktemp("bigquery-emulator") / "emulator.log",
+        project=project,
+    )
+    try:
+        yield BigQueryEndpoint(emulator.rest_endpoint, emulator.grpc_endpoint, project)
+    finally:
+        emulator.stop()

@@ -25,10 +25,17 @@ def _duckdb_from_settings(settings: Settings) -> Warehouse:
     return DuckDBWarehouse(settings.duckdb_path)
 
 
-# ANALYTICS_WAREHOUSE value -> factory. A new warehouse (BigQuery) adds one entry here and
-# imports its client libraries inside its factory, so the DuckDB path never needs them.
+def _bigquery_from_settings(settings: Settings) -> Warehouse:
+    from analytics_pipeline.warehouse.bigquery import BigQueryConfig, BigQueryWarehouse
+
+    return BigQueryWarehouse(BigQueryConfig.from_settings(settings))
+
+
+# ANALYTICS_WAREHOUSE value -> factory. Each imports its client libraries inside its factory, so
+# the DuckDB path never needs the Google ones.
 WAREHOUSE_FACTORIES: dict[str, Callable[[Settings], Warehouse]] = {
     "duckdb": _duckdb_from_settings,
+    "bigquery": _bigquery_from_settings,
 }
 
 
