@@ -43,6 +43,7 @@ from analytics_pipeline_tests.e2e.stack import (
     start_trigger,
     wait_for,
 )
+from analytics_pipeline_tests.listening import is_loopback, listening_addresses
 
 pytestmark = pytest.mark.e2e
 
@@ -74,7 +75,16 @@ def settings(aws_endpoint: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def stack(settings: Settings) -> Iterator[tuple[Process, DagsterDev]]:
+def secret(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Credentials every process of the stack gets; none may write the secret anywhere."""
+    value = f"sentinel-secret-{uuid.uuid4().hex}"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", f"sentinel-key-{uuid.uuid4().hex[:8]}")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", value)
+    return value
+
+
+@pytest.fixture
+def stack(settings: Settings, secret: str) -> Iterator[tuple[Process, DagsterDev]]:
     trigger = start_trigger(settings)
     dagster = DagsterDev(settings, free_port())
     try:
@@ -159,9 +169,13 @@ def queue_counts(settings: Settings, name: str) -> int:
 
 
 def test_the_catalogue_and_poison_batches_end_to_end_while_good_events_flow(
-    settings: Settings, stack: tuple[Process, DagsterDev]
+    settings: Settings, stack: tuple[Process, DagsterDev], secret: str, tmp_path: Path
 ) -> None:
     trigger, dagster = stack
+    # Everything we start listens on loopback only (webserver, code server, daemon, trigger).
+    listening = listening_addresses(dagster.pid) | listening_addresses(trigger.pid)
+    assert any(port == int(dagster.url.rsplit(":", 1)[1]) for _, port in listening)
+    assert all(is_loopback(address) for address, _ in listening), listening
     build = Build(now=datetime.now(UTC), tag=uuid.uuid4().hex[:8])
     good = GoodTraffic(settings)
     good.start()
@@ -256,3 +270,11 @@ def test_the_catalogue_and_poison_batches_end_to_end_while_good_events_flow(
     for batch_id, why in poison.items():
         assert whys[batch_id].startswith(why), whys[batch_id]
     assert "gzip" in whys[next(b for b in poison if b.startswith("corrupt-gzip"))].lower()
+
+    # No credential in any log, run record or state file the stack wrote.
+    leaks = [
+        str(path)
+        for path in tmp_path.rglob("*")
+        if path.is_file() and secret.encode() in path.read_bytes()
+    ]
+    assert not leaks
