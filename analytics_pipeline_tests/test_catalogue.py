@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import json
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -149,3 +149,62 @@ def test_a_blob_of_millions_of_tiny_elements_is_counted_without_decoding_them() 
     assert result.rejected[0].reason == Reason.BLOB_TOO_MANY_EVENTS
     assert "4194294 events" in result.rejected[0].detail
     assert peak < 6 * LIMITS.max_decompressed_bytes, f"peak {peak / 2**20:.0f} MiB"
+
+
+LIMIT_VIOLATIONS = {
+    # setting: (a small value, a blob over it and only over it, the reason code)
+    "ANALYTICS_MAX_BLOB_BYTES": (
+        "300",
+        lambda b: b.blob_text([b.event("x", 0)] * 2),
+        "blob_too_large",
+    ),
+    "ANALYTICS_MAX_DECOMPRESSED_BYTES": (
+        "300",
+        lambda b: b.blob([b.event("x", 0)] * 2),
+        "blob_decompressed_too_large",
+    ),
+    "ANALYTICS_MAX_EVENTS_PER_BLOB": (
+        "2",
+        lambda b: b.blob([b.event("x", i) for i in range(3)]),
+        "blob_too_many_events",
+    ),
+    "ANALYTICS_MAX_EVENT_BYTES": ("100", lambda b: b.blob([b.event("x", 0)]), "event_too_large"),
+    "ANALYTICS_MAX_NESTING_DEPTH": (
+        "4",
+        lambda b: b.blob([b.event("x", 0, properties={"a": {}})]),
+        "blob_nesting_too_deep",
+    ),
+    "ANALYTICS_LATE_ARRIVAL_DAYS": (
+        "1",
+        lambda b: b.blob([b.event("x", 0, timestamp=b.iso(b.now - 2 * timedelta(days=1)))]),
+        "timestamp_too_old",
+    ),
+    "ANALYTICS_FUTURE_TOLERANCE_SECONDS": (
+        "10",
+        lambda b: b.blob([b.event("x", 0, timestamp=b.iso(b.now + timedelta(seconds=20)))]),
+        "timestamp_in_future",
+    ),
+}
+
+
+@pytest.mark.parametrize("setting", sorted(LIMIT_VIOLATIONS))
+def test_each_limit_is_a_setting_and_its_violation_has_its_own_reason(setting: str) -> None:
+    from analytics_pipeline.contract.limits import Limits
+    from analytics_pipeline.settings import SETTINGS_DOC, Settings
+
+    value, build, reason = LIMIT_VIOLATIONS[setting]
+    data = build(BUILD)
+    default = Limits.from_settings(Settings.from_env({}))
+    lowered = Limits.from_settings(Settings.from_env({setting: value}))
+
+    assert setting in SETTINGS_DOC and f"`{setting}` | `{SETTINGS_DOC[setting][0]}`" in (
+        README.read_text()
+    )
+    assert not parse_blob(data, received_at=NOW, source="s", limits=default).rejected
+    rejected = parse_blob(data, received_at=NOW, source="s", limits=lowered).rejected
+    assert {row.reason for row in rejected} == {reason}
+
+
+def test_the_limit_reasons_are_distinct() -> None:
+    reasons = [reason for _, _, reason in LIMIT_VIOLATIONS.values()]
+    assert len(set(reasons)) == len(reasons)
