@@ -210,7 +210,8 @@ def _decode_blob(data: bytes, limits: Limits) -> _Blob:
             raise _BlobRejected(Reason.BLOB_INVALID_UTF8, f"blob is not UTF-8: {error}") from None
     # Fewer commas: too few elements for the list decode below to cost much memory, and the
     # count after it is exact. Checked with the span first only above that (attack-sized).
-    if text.count(b",") >= max(limits.max_events_per_blob, PRECOUNT_MIN_COMMAS):
+    precount_at = max(limits.max_events_per_blob, PRECOUNT_MIN_COMMAS)
+    if len(text) > precount_at and text.count(b",") >= precount_at:
         events = _batch_length_if_over(text, limits.max_events_per_blob, limits.max_nesting_depth)
         if events is not None:
             raise _BlobRejected(
