@@ -10,6 +10,7 @@ import logging
 from collections.abc import Collection, Sequence
 
 from botocore.exceptions import (
+    ClientError,
     ConnectionClosedError,
     ConnectTimeoutError,
     EndpointConnectionError,
@@ -146,6 +147,10 @@ def is_transient(error: BaseException) -> bool:
         ReadTimeoutError,
         ConnectTimeoutError,
     )
+    if isinstance(error, ClientError):  # AWS answered: its fault (5xx) or throttling
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        code = error.response.get("Error", {}).get("Code", "")
+        return status >= 500 or code in {"Throttling", "ThrottlingException", "SlowDown"}
     return isinstance(error, transient) or getattr(error, "transient", False) is True
 
 

@@ -34,7 +34,7 @@ from analytics_pipeline.loader.replay import (
 from analytics_pipeline.local.bootstrap import ensure_resources
 from analytics_pipeline.settings import Settings
 from analytics_pipeline.warehouse.base import LoadResult, StagedBatch
-from analytics_pipeline.warehouse.duckdb import DuckDBWarehouse
+from analytics_pipeline.warehouse.duckdb import DuckDBWarehouse, WarehouseBusyError
 from analytics_pipeline_tests.conftest import unique_settings_env
 from analytics_pipeline_tests.e2e.stack import wait_for
 
@@ -290,3 +290,24 @@ def test_quarantine_replay_after_a_contract_fix_loads_each_event_once(
     }
     bad = runner.invoke(main, ["quarantine", "replay", "--reason", "no_such_reason"])
     assert bad.exit_code != 0 and "unknown reason code" in bad.output
+
+
+class LockedWarehouse(DuckDBWarehouse):
+    def load_batches(self, batches: Sequence[StagedBatch], dedupe_window_days: int) -> LoadResult:
+        raise WarehouseBusyError("another process holds the file")
+
+
+def test_a_transient_error_fails_the_whole_load_and_isolates_nothing(settings: Settings) -> None:
+    ingest(settings, [[event("t-1")], [event("t-2")]])
+    queue = queue_of(settings)
+    refs = [queue.stage(m) for m in queue.receive(max_messages=100, visibility_timeout=30)]
+    assert refs
+
+    with pytest.raises(WarehouseBusyError):
+        load_refs(queue, LockedWarehouse(settings.duckdb_path), refs, dedupe_window_days=7)
+
+    assert queue.depth()["in_flight"] == len(refs)  # nothing deleted: the run retries all
+    listed = aws.client("s3", settings).list_objects_v2(
+        Bucket=settings.bucket, Prefix="load-failures/"
+    )
+    assert listed.get("KeyCount", 0) == 0  # and no batch is blamed for it
