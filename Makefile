@@ -15,10 +15,19 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# The BigQuery emulator (bqemulator) in a virtualenv of its own: it pins duckdb 1.5.5 and must
+# find its spatial extension offline (see analytics_pipeline/local/bigquery_emulator.py).
+BQ_VENV := .venv-bqemulator
+BQ_STAMP := $(BQ_VENV)/.installed
+
+$(BQ_STAMP): $(STAMP) constraints-bqemulator.txt
+	rm -f $(BQ_STAMP)
+	$(BIN)/python -m analytics_pipeline.local.bigquery_emulator install --venv $(BQ_VENV)
+
 dev: $(STAMP)
 	$(BIN)/analytics-pipeline dev --simulate
 
-test: $(STAMP) lint
+test: $(STAMP) $(BQ_STAMP) lint
 	$(BIN)/pytest
 
 lint: $(STAMP)
@@ -36,4 +45,4 @@ fuzz: $(STAMP)
 	$(BIN)/python fuzz/fuzz_parse.py $(FUZZ_ARGS)
 
 clean:
-	rm -rf $(VENV) .analytics-pipeline .dagster_home
+	rm -rf $(VENV) $(BQ_VENV) .analytics-pipeline .dagster_home

@@ -8,6 +8,7 @@ import boto3
 import dagster as dg
 from botocore.config import Config
 from dagster_aws.utils import ResourceWithBoto3Configuration
+from dagster_gcp import BigQueryResource
 
 from analytics_pipeline.aws import local_credentials
 from analytics_pipeline.loader import BatchQueue
@@ -65,6 +66,43 @@ class DuckDBWarehouseResource(WarehouseResource):
         return DuckDBWarehouse(Path(self.path), open_timeout_seconds=self.open_timeout_seconds)
 
 
+class BigQueryWarehouseResource(WarehouseResource):
+    """BigQuery through dagster-gcp's `BigQueryResource`, which owns project, location and
+    credentials: application default credentials, or its `gcp_credentials` (a base64 service
+    account key, e.g. `dg.EnvVar(...)`) - never a key file in the repository.
+
+    `emulator_rest`/`emulator_grpc` are for a local emulator only (anonymous credentials).
+    """
+
+    bigquery: BigQueryResource
+    dataset: str = "analytics"
+    emulator_rest: str = ""
+    emulator_grpc: str = ""
+    partition_expiration_days: int | None = None
+    require_partition_filter: bool = False
+
+    def get_warehouse(self) -> Warehouse:
+        from analytics_pipeline.warehouse.bigquery import (
+            EMULATOR_PROJECT,
+            BigQueryConfig,
+            BigQueryWarehouse,
+        )
+
+        config = BigQueryConfig(
+            project=self.bigquery.project or (EMULATOR_PROJECT if self.emulator_rest else ""),
+            dataset=self.dataset,
+            location=self.bigquery.location or "US",
+            emulator_rest=self.emulator_rest or None,
+            emulator_grpc=self.emulator_grpc or None,
+            partition_expiration_days=self.partition_expiration_days,
+            require_partition_filter=self.require_partition_filter,
+        )
+        if config.uses_emulator:
+            return BigQueryWarehouse(config)
+        with self.bigquery.get_client() as client:  # credentials are resolved here
+            return BigQueryWarehouse(config, client=client)
+
+
 def batch_queue_resource(settings: Settings) -> BatchQueueResource:
     return BatchQueueResource(
         queue_name=settings.queue_name,
@@ -81,7 +119,21 @@ def warehouse_resource(settings: Settings) -> WarehouseResource:
             path=str(settings.duckdb_path),
             open_timeout_seconds=settings.warehouse_lock_wait_seconds,
         )
-    raise ValueError(f"ANALYTICS_WAREHOUSE={settings.warehouse!r} is not supported (use duckdb)")
+    if settings.warehouse == "bigquery":
+        return BigQueryWarehouseResource(
+            bigquery=BigQueryResource(
+                project=settings.bigquery_project or None,
+                location=settings.bigquery_location,
+            ),
+            dataset=settings.bigquery_dataset,
+            emulator_rest=settings.bigquery_emulator_rest,
+            emulator_grpc=settings.bigquery_emulator_grpc,
+            partition_expiration_days=settings.bigquery_partition_expiration_days,
+            require_partition_filter=settings.bigquery_require_partition_filter,
+        )
+    raise ValueError(
+        f"ANALYTICS_WAREHOUSE={settings.warehouse!r} is not supported (use duckdb or bigquery)"
+    )
 
 
 def resources_for(settings: Settings) -> dict[str, Any]:

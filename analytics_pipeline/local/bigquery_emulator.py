@@ -33,6 +33,10 @@ from urllib.parse import urlsplit
 
 from analytics_pipeline.settings import Settings
 
+# The project an emulator serves when none is configured; the warehouse module says the same
+# (kept apart so `install` and `dev` on DuckDB need no Google libraries).
+EMULATOR_PROJECT = "local-project"
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_VENV = REPO_ROOT / ".venv-bqemulator"
 # Exact versions: bqemulator translates BigQuery SQL to this DuckDB, and the spatial extension
@@ -163,7 +167,7 @@ def start_bigquery_emulator(
     log_path: Path,
     *,
     venv: Path = DEFAULT_VENV,
-    project: str = "local-project",
+    project: str = EMULATOR_PROJECT,
     data_dir: Path | None = None,
     host: str = "127.0.0.1",
 ) -> BigQueryEmulatorProcess:
@@ -242,7 +246,7 @@ def ensure_bigquery_emulator(settings: Settings) -> BigQueryEmulatorProcess | No
         rest.port,
         grpc_port,
         settings.state_dir / "bigquery-emulator.log",
-        project=settings.bigquery_project,
+        project=settings.bigquery_project or EMULATOR_PROJECT,
         data_dir=settings.state_dir / "bigquery-emulator",
         host=rest.hostname or "127.0.0.1",
     )
@@ -257,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
     start_parser.add_argument("--venv", type=Path, default=DEFAULT_VENV)
     start_parser.add_argument("--rest-port", type=int, default=9050)
     start_parser.add_argument("--grpc-port", type=int, default=9060)
-    start_parser.add_argument("--project", default="local-project")
+    start_parser.add_argument("--project", default=EMULATOR_PROJECT)
     start_parser.add_argument("--data-dir", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.command == "install":

@@ -110,6 +110,7 @@ def dagster_dev_command(port: int) -> list[str]:
 
 def run_dev(settings: Settings, *, port: int, simulate_rate: float | None, say=print) -> int:
     """Start everything, supervise until Ctrl-C / SIGTERM, then stop all it started."""
+    from analytics_pipeline.local.bigquery_emulator import ensure_bigquery_emulator
     from analytics_pipeline.local.bootstrap import ensure_resources
     from analytics_pipeline.local.emulator import ensure_emulator
 
@@ -130,6 +131,12 @@ def run_dev(settings: Settings, *, port: int, simulate_rate: float | None, say=p
         f"AWS emulator: {settings.aws_endpoint_url} "
         f"({'started, pid ' + str(emulator.pid) if emulator else 'reused'})"
     )
+    bigquery_emulator = ensure_bigquery_emulator(settings)
+    if settings.warehouse == "bigquery" and settings.bigquery_emulator_rest:
+        say(
+            f"BigQuery emulator: {settings.bigquery_emulator_rest} "
+            f"({'started, pid ' + str(bigquery_emulator.pid) if bigquery_emulator else 'reused'})"
+        )
     ensure_resources(settings)
     say(
         f"stream {settings.stream_name}, queue {settings.queue_name} "
@@ -200,5 +207,7 @@ def run_dev(settings: Settings, *, port: int, simulate_rate: float | None, say=p
             child.stop()
         if emulator is not None:
             emulator.stop()
+        if bigquery_emulator is not None:
+            bigquery_emulator.stop()
         say("stopped")
     return exit_code

@@ -72,6 +72,7 @@ from analytics_pipeline.warehouse.base import (
 from analytics_pipeline.warehouse.duckdb import LOADED_BATCHES_COLUMNS, TABLE_COLUMNS, Column
 
 FENCE_TABLE = "load_fence"
+EMULATOR_PROJECT = "local-project"  # as in local/bigquery_emulator.py: the emulator's default
 STAGING_PREFIX = "_staging_load_"
 STAGING_EXPIRATION = timedelta(days=1)  # a crashed load's staging table cleans itself up
 # SQS keeps a message 14 days at most (DLQ redrive keeps the first enqueue time), so no batch
@@ -176,11 +177,12 @@ class BigQueryConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BigQueryConfig:
+        emulator_rest = settings.bigquery_emulator_rest or None
         return cls(
-            project=settings.bigquery_project,
+            project=settings.bigquery_project or (EMULATOR_PROJECT if emulator_rest else ""),
             dataset=settings.bigquery_dataset,
             location=settings.bigquery_location,
-            emulator_rest=settings.bigquery_emulator_rest or None,
+            emulator_rest=emulator_rest,
             emulator_grpc=settings.bigquery_emulator_grpc or None,
             partition_expiration_days=settings.bigquery_partition_expiration_days,
             require_partition_filter=settings.bigquery_require_partition_filter,

@@ -24,6 +24,7 @@ from analytics_pipeline.client import Client
 from analytics_pipeline.local.bootstrap import ensure_resources
 from analytics_pipeline.settings import Settings
 from analytics_pipeline.warehouse import warehouse_from_settings
+from analytics_pipeline_tests.conftest import BigQueryEndpoint
 from analytics_pipeline_tests.e2e.stack import (
     DagsterDev,
     Process,
@@ -34,7 +35,7 @@ from analytics_pipeline_tests.e2e.stack import (
 
 pytestmark = pytest.mark.e2e
 
-WAREHOUSES = ["duckdb"]
+WAREHOUSES = ["duckdb", "bigquery"]
 
 
 @dataclass
@@ -154,8 +155,15 @@ def send_traffic(settings: Settings) -> Traffic:
 @pytest.fixture(params=WAREHOUSES)
 def e2e_settings(request: pytest.FixtureRequest, aws_endpoint: str, tmp_path: Path) -> Settings:
     name = f"e2e-{uuid.uuid4().hex[:8]}"
+    warehouse_env: dict[str, str] = {}
+    if request.param == "bigquery":
+        # The scenario's SQL names `analytics.<table>`: the one test on the session's emulator
+        # that uses the default dataset.
+        endpoint: BigQueryEndpoint = request.getfixturevalue("bigquery_endpoint")
+        warehouse_env = endpoint.settings_env("analytics")
     settings = Settings.from_env(
         {
+            **warehouse_env,
             "AWS_ENDPOINT_URL": aws_endpoint,
             "ANALYTICS_STREAM_NAME": name,
             "ANALYTICS_QUEUE_NAME": name,
