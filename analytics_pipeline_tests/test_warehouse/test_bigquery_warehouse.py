@@ -10,15 +10,19 @@ from __future__ import annotations
 import json
 import threading
 import uuid
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from google.cloud import bigquery
 
+from analytics_pipeline.cli import main as cli_main
 from analytics_pipeline.contract.batches import BatchKind
 from analytics_pipeline.contract.rows import EventRow
+from analytics_pipeline.defs.resources import BigQueryWarehouseResource, warehouse_resource
 from analytics_pipeline.settings import Settings
 from analytics_pipeline.warehouse import DuckDBWarehouse, Warehouse, warehouse_from_settings
 from analytics_pipeline.warehouse.bigquery import (
@@ -425,3 +429,30 @@ def test_warehouse_from_settings_picks_bigquery(bigquery_endpoint: BigQueryEndpo
     assert isinstance(warehouse, BigQueryWarehouse)
     assert warehouse.table_id("events") == f"{bigquery_endpoint.project}.analytics_settings.events"
     assert warehouse.table_row_counts()["events"] == 0
+
+
+def test_the_dagster_resource_and_the_cli_use_bigquery(
+    bigquery_endpoint: BigQueryEndpoint,
+    pipeline_env: Callable[[Mapping[str, str]], None],
+) -> None:
+    env = bigquery_endpoint.settings_env(f"t_{uuid.uuid4().hex[:12]}")
+    pipeline_env(env)
+    settings = Settings.from_env(env)
+    resource = warehouse_resource(settings)
+    assert isinstance(resource, BigQueryWarehouseResource)
+    warehouse = resource.get_warehouse()
+    assert isinstance(warehouse, BigQueryWarehouse)
+    batch = staged([event("m-1"), event("m-2")], batch_id="b-cli")
+    warehouse.load_batches([batch], dedupe_window_days=7)
+
+    runner = CliRunner()
+    answered = runner.invoke(
+        cli_main,
+        ["query", "--format", "json", "SELECT message_id FROM events ORDER BY message_id"],
+    )
+    status = runner.invoke(cli_main, ["status"])
+
+    assert answered.exit_code == 0, answered.output
+    assert json.loads(answered.output) == [{"message_id": "m-1"}, {"message_id": "m-2"}]
+    assert status.exit_code == 0, status.output
+    assert "b-cli" in status.output and "warehouse unavailable" not in status.output
