@@ -23,6 +23,11 @@ from analytics_pipeline.cli import main as cli_main
 from analytics_pipeline.contract.batches import BatchKind
 from analytics_pipeline.contract.rows import EventRow
 from analytics_pipeline.defs.resources import BigQueryWarehouseResource, warehouse_resource
+from analytics_pipeline.local.bigquery_emulator import (
+    ensure_bigquery_emulator,
+    grpc_accepts,
+    rest_answers,
+)
 from analytics_pipeline.settings import Settings
 from analytics_pipeline.warehouse import DuckDBWarehouse, Warehouse, warehouse_from_settings
 from analytics_pipeline.warehouse.bigquery import (
@@ -33,7 +38,7 @@ from analytics_pipeline.warehouse.bigquery import (
     BigQueryWarehouse,
 )
 from analytics_pipeline.warehouse.duckdb import TABLE_COLUMNS
-from analytics_pipeline_tests.conftest import BigQueryEndpoint
+from analytics_pipeline_tests.conftest import BigQueryEndpoint, free_port
 from analytics_pipeline_tests.test_warehouse.builders import NOON, event, quarantined, staged
 
 
@@ -456,3 +461,35 @@ def test_the_dagster_resource_and_the_cli_use_bigquery(
     assert json.loads(answered.output) == [{"message_id": "m-1"}, {"message_id": "m-2"}]
     assert status.exit_code == 0, status.output
     assert "b-cli" in status.output and "warehouse unavailable" not in status.output
+
+
+def test_dev_starts_an_emulator_only_when_none_answers(
+    bigquery_endpoint: BigQueryEndpoint, tmp_path: Path
+) -> None:
+    running = Settings.from_env(bigquery_endpoint.settings_env("analytics"))
+    on_duckdb = Settings.from_env({"ANALYTICS_BIGQUERY_EMULATOR_REST": bigquery_endpoint.rest})
+    assert ensure_bigquery_emulator(running) is None  # reused: not ours to stop
+    assert ensure_bigquery_emulator(on_duckdb) is None
+    rest, grpc = free_port(), free_port()
+    fresh = Settings.from_env(
+        {
+            "ANALYTICS_WAREHOUSE": "bigquery",
+            "ANALYTICS_BIGQUERY_EMULATOR_REST": f"http://127.0.0.1:{rest}",
+            "ANALYTICS_BIGQUERY_EMULATOR_GRPC": f"127.0.0.1:{grpc}",
+            "ANALYTICS_STATE_DIR": str(tmp_path / "state"),
+        }
+    )
+
+    started = ensure_bigquery_emulator(fresh)
+
+    assert started is not None
+    try:
+        assert rest_answers(started.rest_endpoint) and grpc_accepts(started.grpc_endpoint)
+        warehouse = warehouse_from_settings(fresh)
+        warehouse.load_batches([staged([event("m-1")])], dedupe_window_days=7)
+        assert warehouse.table_row_counts()["events"] == 1
+    finally:
+        started.stop()
+    assert started.process.poll() is not None
+    assert not rest_answers(started.rest_endpoint, timeout=0.5)
+    assert (tmp_path / "state" / "bigquery-emulator").is_dir()  # tables persist for dev
