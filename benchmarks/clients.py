@@ -26,6 +26,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=100, help="simulated devices")
     parser.add_argument("--status-file", type=Path, required=True)
     parser.add_argument("--status-every", type=float, default=0.5)
+    parser.add_argument(
+        "--flush-interval",
+        type=float,
+        default=1.0,
+        help="SDK flush timer: sends are spread over time (latency counts from sentAt anyway)",
+    )
     arguments = parser.parse_args()
 
     stop = threading.Event()
@@ -46,6 +52,7 @@ def main() -> None:
             max_clock_skew=0.0,
             status_every_seconds=arguments.status_every,
             on_status=write,
+            flush_interval=arguments.flush_interval,
             say=lambda _line: None,
         )
         assert report.stats is not None

@@ -49,7 +49,7 @@ RUNS_QUERY = """
 TICKS_QUERY = """
 { sensorOrError(sensorSelector: {repositoryLocationName: "analytics_pipeline",
     repositoryName: "__repository__", sensorName: "sqs_batches_sensor"}) {
-  ... on Sensor { sensorState { ticks(limit: 10000) { timestamp status } } } } }
+  ... on Sensor { sensorState { ticks(limit: 10000) { timestamp endTimestamp status } } } } }
 """
 
 
@@ -91,6 +91,13 @@ class E2EResult:
         times = sorted(t["timestamp"] for t in self.sensor_ticks)
         gaps = [b - a for a, b in itertools.pairwise(times)]
         return statistics.median(gaps) if gaps else None
+
+    def tick_duration_seconds(self) -> float | None:
+        """Median seconds one sensor evaluation took (receive, stage bodies, request runs)."""
+        spans = [
+            t["endTimestamp"] - t["timestamp"] for t in self.sensor_ticks if t.get("endTimestamp")
+        ]
+        return statistics.median(spans) if spans else None
 
     def run_phase_seconds(self) -> dict[str, float]:
         """Median seconds from run created to started (launch) and started to ended (load)."""
@@ -357,6 +364,7 @@ def describe(result: E2EResult) -> str:
         f"(loaded_at-sent_at p50 {lower:.1f} s); sustained {result.sustained_rate:,.0f}/s; "
         f"bounded {result.bounded}; drain {drain:.1f} s; cores: {shares}; "
         f"runs {len(result.runs)} {result.run_phase_seconds()}; "
-        f"sensor ticks every {result.tick_spacing_seconds()} s"
+        f"sensor ticks every {result.tick_spacing_seconds()} s, "
+        f"taking {result.tick_duration_seconds()} s"
         + (f"; FAILED: {result.failure[:300]}" if result.failure else "")
     )

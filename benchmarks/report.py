@@ -251,8 +251,9 @@ def e2e_section(results: list[E2EResult]) -> list[str]:
         "growing, and everything was loaded after the clients stopped.",
         "",
         "| rate (events/s) | sent | p50 | p95 | max | `loaded_at`-sentAt p50 | sustained "
-        "(events/s) | bounded | drain | Dagster runs (median launch / execute s) | plot |",
-        "|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---|",
+        "(events/s) | bounded | drain | Dagster runs (median launch / execute s) | sensor tick "
+        "every / takes | plot |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---|---|",
     ]
     for r in results:
         phases = r.run_phase_seconds()
@@ -267,6 +268,7 @@ def e2e_section(results: list[E2EResult]) -> list[str]:
             f"| {r.rate:,.0f} | {r.sent:,} | {r.latency(0.5):.1f} s | {r.latency(0.95):.1f} s | "
             f"{r.max_latency:.1f} s | {lower:.1f} s | {r.sustained_rate:,.0f} | "
             f"{'yes' if r.bounded else '**no**'} | {drain} | {phase_text} | "
+            f"{_seconds(r.tick_spacing_seconds())} / {_seconds(r.tick_duration_seconds())} | "
             f"[{plot_name(r)}]({plot_name(r)}) |"
         )
     lines += [
@@ -289,6 +291,10 @@ def e2e_section(results: list[E2EResult]) -> list[str]:
         lines += ["", f"Run at {r.rate:,.0f} events/s: {r.failure.splitlines()[0]}"]
     lines += ["", f"![end to end at {results[0].rate:,.0f} events/s]({plot_name(results[0])})", ""]
     return lines
+
+
+def _seconds(value: float | None) -> str:
+    return "?" if value is None else f"{value:.1f} s"
 
 
 def cost_section(c: CostFigures) -> list[str]:

@@ -38,6 +38,9 @@ from analytics_pipeline.settings import Settings
 DEFAULT_MAX_CLOCK_SKEW_SECONDS = 300.0
 IDENTIFYING_SHARE = 0.4
 STATUS_EVERY_SECONDS = 10.0
+# The SDK's default timer. Devices created together flush together, so the stream sees a burst
+# every interval; the e2e benchmark flushes every second for a steadier stream.
+DEFAULT_FLUSH_INTERVAL_SECONDS = 5.0
 
 TRACK_EVENTS = (
     "Video Recorded",
@@ -339,12 +342,15 @@ def _paced(rate: float | None, stop: threading.Event | None = None) -> Iterator[
         index += 1
 
 
-def _simulation_client(settings: Settings, kinesis: Any) -> Client:
+def _simulation_client(
+    settings: Settings, kinesis: Any, flush_interval: float = DEFAULT_FLUSH_INTERVAL_SECONDS
+) -> Client:
     return Client(
         settings.stream_name,
         kinesis=kinesis if kinesis is not None else kinesis_client(settings),
         on_full="block",
         context={"app": {"name": "demo"}},
+        flush_interval=flush_interval,
     )
 
 
@@ -410,14 +416,15 @@ def run_forever(
     max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW_SECONDS,
     status_every_seconds: float = STATUS_EVERY_SECONDS,
     on_status: Callable[[SimulationReport, ClientStats], None] | None = None,
+    flush_interval: float = DEFAULT_FLUSH_INTERVAL_SECONDS,
 ) -> SimulationReport:
     """A steady stream at `rate` events/s until SIGTERM, Ctrl-C or `stop` is set; then the
     client is closed (everything queued is sent) and the report returned. Keeps counts, not ids,
     so memory stays flat however long it runs. `on_status` (instead of a status line) lets a
-    benchmark follow the counts while it runs."""
+    benchmark follow the counts while it runs; `flush_interval` is the SDK's flush timer."""
     stop = stop or threading.Event()
     report = SimulationReport(clients=clients, requested_events=0)
-    client = _simulation_client(settings, kinesis)
+    client = _simulation_client(settings, kinesis, flush_interval)
     started = time.monotonic()
     with _stop_on_sigterm(stop):
         try:
