@@ -78,7 +78,9 @@ STAGING_EXPIRATION = timedelta(days=1)  # a crashed load's staging table cleans 
 # SQS keeps a message 14 days at most (DLQ redrive keeps the first enqueue time), so no batch
 # can come back later than that: ledger look-ups read only this many days of partitions.
 LEDGER_LOOKBACK_DAYS = 15
-APPEND_REQUEST_BYTES = 8 * 1024 * 1024  # AppendRows requests are limited to 10 MB
+APPEND_REQUEST_BYTES = 8 * 1024 * 1024
+# Keys per load transaction: 20,000 x ~40 B keeps the script's keys array under 1 MB.
+MAX_ROWS_PER_TRANSACTION = 20_000  # AppendRows requests are limited to 10 MB
 QUERY_TIMEOUT_SECONDS = 300.0
 _CONFLICT_RETRIES = 8
 _CONFLICT_MARKERS = ("concurrent", "aborted", "could not serialize", "conflict")
@@ -516,24 +518,36 @@ class BigQueryWarehouse:
                 if current is None or order < current[0]:
                     first_copies[key] = (order, batch.batch_id, row)
 
-        staging = f"{STAGING_PREFIX}{uuid.uuid4().hex}"
-        self._stage(spec, staging, first_copies.values())
-        try:
-            outcome = self._retry_conflicts(
-                lambda: self._commit_load(spec, staging, fresh, received, dedupe_window_days)
-            )
-        finally:
-            self.client.delete_table(self.table_id(staging), not_found_ok=True)
-        loaded_ids, existing_keys, loaded_at = outcome
+        # One transaction per chunk of batches: keeps the keys array (a script variable, and so
+        # part of the resolved query) well under BigQuery's query-size limits. Each chunk is
+        # exactly-once on its own: its batches' events and ledger rows commit together.
+        copies_by_batch: dict[str, list[tuple[Any, str, Any]]] = {b.batch_id: [] for b in fresh}
+        for copy in first_copies.values():
+            copies_by_batch[copy[1]].append(copy)
+        loaded_at_by_batch: dict[str, datetime] = {}
+        existing_keys: set[str] = set()
+        for chunk in _chunks(fresh, copies_by_batch, MAX_ROWS_PER_TRANSACTION):
+            staging = f"{STAGING_PREFIX}{uuid.uuid4().hex}"
+            self._stage(spec, staging, [c for b in chunk for c in copies_by_batch[b.batch_id]])
+            try:
+                loaded_ids, existing, loaded_at = self._retry_conflicts(
+                    lambda chunk=chunk, staging=staging: self._commit_load(
+                        spec, staging, chunk, received, dedupe_window_days
+                    )
+                )
+            finally:
+                self.client.delete_table(self.table_id(staging), not_found_ok=True)
+            existing_keys |= existing
+            loaded_at_by_batch.update(dict.fromkeys(loaded_ids, loaded_at))
 
-        inserted_by_batch: dict[str, int] = dict.fromkeys(loaded_ids, 0)
+        inserted_by_batch: dict[str, int] = dict.fromkeys(loaded_at_by_batch, 0)
         latencies: list[float] = []
         for key, (_, batch_id, row) in first_copies.items():
             if batch_id not in inserted_by_batch or key in existing_keys:
                 continue
             inserted_by_batch[batch_id] += 1
             if spec.measure_latency and row.sent_at is not None:
-                latencies.append((loaded_at - row.sent_at).total_seconds())
+                latencies.append((loaded_at_by_batch[batch_id] - row.sent_at).total_seconds())
         for batch in fresh:
             if batch.batch_id not in inserted_by_batch:  # another load committed it first
                 result.batches_already_loaded += 1
@@ -829,6 +843,25 @@ SELECT COUNT(*) FROM {target} WHERE day = {_date_literal(day)};
         return QueryResult(
             columns=columns, rows=[tuple(_naive_utc(value) for value in row) for row in rows]
         )
+
+
+def _chunks(
+    batches: Sequence[StagedBatch],
+    copies_by_batch: dict[str, list[Any]],
+    max_rows: int,
+) -> Iterator[list[StagedBatch]]:
+    """Consecutive groups of whole batches of at most `max_rows` rows (or one bigger batch)."""
+    chunk: list[StagedBatch] = []
+    rows = 0
+    for batch in batches:
+        size = len(copies_by_batch[batch.batch_id])
+        if chunk and rows + size > max_rows:
+            yield chunk
+            chunk, rows = [], 0
+        chunk.append(batch)
+        rows += size
+    if chunk:
+        yield chunk
 
 
 def _append_requests(

@@ -30,6 +30,7 @@ from analytics_pipeline.local.bigquery_emulator import (
 )
 from analytics_pipeline.settings import Settings
 from analytics_pipeline.warehouse import DuckDBWarehouse, Warehouse, warehouse_from_settings
+from analytics_pipeline.warehouse import bigquery as bigquery_module
 from analytics_pipeline.warehouse.bigquery import (
     FENCE_TABLE,
     STAGING_PREFIX,
@@ -493,3 +494,23 @@ def test_dev_starts_an_emulator_only_when_none_answers(
     assert started.process.poll() is not None
     assert not rest_answers(started.rest_endpoint, timeout=0.5)
     assert (tmp_path / "state" / "bigquery-emulator").is_dir()  # tables persist for dev
+
+
+def test_a_big_load_commits_in_chunks_and_still_dedupes_across_them(
+    bigquery_warehouse: BigQueryWarehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bigquery_module, "MAX_ROWS_PER_TRANSACTION", 3)
+    warehouse = bigquery_warehouse
+    batch_a = staged([event("m-1"), event("m-2"), event("m-3")], batch_id="b-a")
+    batch_b = staged([event("m-3"), event("m-4")], batch_id="b-b")  # m-3 again
+    batch_c = staged([event("m-5"), event("m-1")], batch_id="b-c")  # m-1 again
+
+    result = warehouse.load_batches([batch_a, batch_b, batch_c], dedupe_window_days=7)
+
+    assert (result.rows_received, result.rows_inserted, result.duplicates_skipped) == (7, 5, 2)
+    assert result.reconciles and sorted(result.loaded_batch_ids) == ["b-a", "b-b", "b-c"]
+    assert sorted(events_by_id(warehouse)) == ["m-1", "m-2", "m-3", "m-4", "m-5"]
+    loads = warehouse.query(
+        f"SELECT COUNT(DISTINCT loaded_at) FROM {table(warehouse, 'loaded_batches')}"
+    )
+    assert loads.rows == [(2,)]  # [a] then [b, c]: two transactions
