@@ -599,8 +599,11 @@ class BigQueryWarehouse:
             parent=parent,
             write_stream=types.WriteStream(type_=types.WriteStream.Type.PENDING),
         )
+        # A request stream carries no routing field the client could read, so the routing
+        # header is set by hand (as the library's own AppendRowsStream helper does).
         for response in self.write_client.append_rows(
-            iter(_append_requests(stream.name, proto, serialized))
+            iter(_append_requests(stream.name, proto, serialized)),
+            metadata=(("x-goog-request-params", f"write_stream={stream.name}"),),
         ):
             _check_append(response)
         self.write_client.finalize_write_stream(name=stream.name)
