@@ -193,6 +193,8 @@ def test_poison_batches_reach_the_dlq_without_blocking_and_replay_loads_them_onc
     assert set(rows) == {corrupt_id, refused_id}
     assert "warehouse bug" in rows[refused_id]["why"]
     assert rows[refused_id]["receives"] == MAX_RECEIVES
+    table = CliRunner().invoke(main, ["dlq", "list"])
+    assert refused_id in table.output and "load: ValueError: warehouse bug" in table.output
 
     # Fix the cause, replay only that batch; a crash between send and delete resends it.
     broken.clear()
