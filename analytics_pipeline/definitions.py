@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from analytics_pipeline.defs.aggregates import aggregates_definitions
+from analytics_pipeline.defs.automation import automation_sensor
 from analytics_pipeline.defs.ingest import ingest_definitions
 from analytics_pipeline.defs.partitions import day_partitions
 from analytics_pipeline.defs.resources import resources_for
@@ -16,7 +17,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions.merge(
         ingest_definitions(settings, partitions_def),
         aggregates_definitions(settings, partitions_def),
-        dg.Definitions(resources=resources_for(settings)),
+        dg.Definitions(sensors=[automation_sensor()], resources=resources_for(settings)),
     )
 
 

@@ -101,6 +101,10 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
         "How long a DuckDB operation waits for the file lock another process holds before it "
         "fails (a failed load is retried and its SQS messages come back).",
     ),
+    "ANALYTICS_DUPLICATE_CHECK_CRON": (
+        "0 * * * *",
+        "How often the `no_duplicate_message_ids` check re-scans days whose events changed.",
+    ),
     "ANALYTICS_DEDUPE_WINDOW_DAYS": (
         "7",
         "How far back the loader looks for an already loaded messageId.",
@@ -165,6 +169,7 @@ class Settings:
     sensor_interval_seconds: int
     sensor_max_messages: int
     aggregate_cron: str
+    duplicate_check_cron: str
     warehouse_lock_wait_seconds: float
     dedupe_window_days: int
     max_blob_bytes: int
@@ -228,6 +233,7 @@ class Settings:
             sensor_interval_seconds=int(get("ANALYTICS_SENSOR_INTERVAL_SECONDS")),
             sensor_max_messages=int(get("ANALYTICS_SENSOR_MAX_MESSAGES")),
             aggregate_cron=get("ANALYTICS_AGGREGATE_CRON"),
+            duplicate_check_cron=get("ANALYTICS_DUPLICATE_CHECK_CRON"),
             warehouse_lock_wait_seconds=float(get("ANALYTICS_WAREHOUSE_LOCK_WAIT_SECONDS")),
             dedupe_window_days=int(get("ANALYTICS_DEDUPE_WINDOW_DAYS")),
             max_blob_bytes=int(get("ANALYTICS_MAX_BLOB_BYTES")),
@@ -268,6 +274,7 @@ ENV_BY_FIELD: dict[str, str] = {
     "sensor_interval_seconds": "ANALYTICS_SENSOR_INTERVAL_SECONDS",
     "sensor_max_messages": "ANALYTICS_SENSOR_MAX_MESSAGES",
     "aggregate_cron": "ANALYTICS_AGGREGATE_CRON",
+    "duplicate_check_cron": "ANALYTICS_DUPLICATE_CHECK_CRON",
     "warehouse_lock_wait_seconds": "ANALYTICS_WAREHOUSE_LOCK_WAIT_SECONDS",
     "dedupe_window_days": "ANALYTICS_DEDUPE_WINDOW_DAYS",
     "max_blob_bytes": "ANALYTICS_MAX_BLOB_BYTES",

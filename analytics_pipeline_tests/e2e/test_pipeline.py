@@ -173,6 +173,7 @@ def e2e_settings(request: pytest.FixtureRequest, aws_endpoint: str, tmp_path: Pa
             "ANALYTICS_STATE_DIR": str(tmp_path / "state"),
             "DAGSTER_HOME": str(tmp_path / "dagster_home"),
             "ANALYTICS_SENSOR_INTERVAL_SECONDS": "5",
+            "ANALYTICS_DUPLICATE_CHECK_CRON": "* * * * *",
         }
     )
     settings.state_dir.mkdir(parents=True)
@@ -275,7 +276,7 @@ def _assert_dagster_view(dagster: DagsterDev, settings: Settings, warehouse, eve
               ... on Sensors { results { name sensorState { status } } } } }"""
     )
     states = {s["name"]: s["sensorState"]["status"] for s in sensors["sensorsOrError"]["results"]}
-    assert states == {"sqs_batches_sensor": "RUNNING", "aggregates_automation": "RUNNING"}
+    assert states == {"sqs_batches_sensor": "RUNNING", "cooldown_automation": "RUNNING"}
 
     runs = dagster.graphql(
         "{ runsOrError(limit: 200) { ... on Runs { results { runId jobName status } } } }"
@@ -301,6 +302,20 @@ def _assert_dagster_view(dagster: DagsterDev, settings: Settings, warehouse, eve
         return result.rows[0][0] == in_events.rows[0][0] > 0
 
     wait_for(aggregated, timeout=150, interval=3, what="daily_event_counts for today")
+
+    def duplicate_check_passed() -> bool:
+        checks = dagster.graphql(
+            """{ assetNodes(assetKeys: [{path: ["events"]}]) { assetChecksOrError {
+                  ... on AssetChecks { checks { name executionForLatestMaterialization {
+                      status } } } } } }"""
+        )["assetNodes"][0]["assetChecksOrError"]["checks"]
+        status = {
+            c["name"]: (c["executionForLatestMaterialization"] or {}).get("status") for c in checks
+        }
+        assert status.get("no_duplicate_message_ids") != "FAILED", status
+        return status.get("no_duplicate_message_ids") == "SUCCEEDED"
+
+    wait_for(duplicate_check_passed, timeout=150, interval=3, what="no_duplicate_message_ids ran")
     active = warehouse.query(
         "SELECT active_users FROM analytics.daily_active_users WHERE day = ?", [today]
     )

@@ -65,7 +65,7 @@ def test_lineage_runs_stream_queue_events_aggregates() -> None:
 def test_sensors_start_running() -> None:
     defs = _definitions()
     sensors = {sensor.name: sensor for sensor in defs.sensors or []}
-    assert set(sensors) == {"sqs_batches_sensor", "aggregates_automation"}
+    assert set(sensors) == {"sqs_batches_sensor", "cooldown_automation"}
     for sensor in sensors.values():
         assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
 

@@ -1,29 +1,16 @@
-"""Daily aggregates over `events`, refreshed by an automation condition with a cooldown.
-
-Every micro-batch updates a day of `events`; recomputing the aggregates after each one would
-cost a run (and, on BigQuery, a scan) every few seconds. Instead a day whose events changed is
-refreshed at most once per `ANALYTICS_AGGREGATE_CRON` tick.
-"""
+"""Daily aggregates over `events`, refreshed on a cooldown (see `defs/automation.py`)."""
 
 from collections.abc import Callable
 from datetime import date
 
 import dagster as dg
 
+from analytics_pipeline.defs.automation import refresh_condition
 from analytics_pipeline.defs.ingest.assets import EVENTS
 from analytics_pipeline.defs.policies import WAREHOUSE_RETRY_POLICY
 from analytics_pipeline.defs.resources import WarehouseResource
 from analytics_pipeline.settings import Settings
 from analytics_pipeline.warehouse.base import Warehouse
-
-
-def refresh_condition(cron: str) -> dg.AutomationCondition:
-    """Events of the day updated since the last refresh, and a cron tick passed: refresh."""
-    return (
-        dg.AutomationCondition.any_deps_updated().since_last_handled()
-        & dg.AutomationCondition.cron_tick_passed(cron)
-        & ~dg.AutomationCondition.in_progress()
-    ).with_label(f"events updated, at most once per '{cron}'")
 
 
 def _aggregate_asset(
@@ -71,11 +58,4 @@ def aggregates_definitions(
         settings,
         partitions_def,
     )
-    automation = dg.AutomationConditionSensorDefinition(
-        "aggregates_automation",
-        target=dg.AssetSelection.assets(daily_event_counts, daily_active_users),
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        minimum_interval_seconds=15,
-        description="Refreshes aggregates of days whose events changed, on a cooldown.",
-    )
-    return dg.Definitions(assets=[daily_event_counts, daily_active_users], sensors=[automation])
+    return dg.Definitions(assets=[daily_event_counts, daily_active_users])

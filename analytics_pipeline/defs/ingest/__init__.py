@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from analytics_pipeline.defs.ingest.assets import external_assets, load_batches_asset
+from analytics_pipeline.defs.ingest.checks import no_duplicate_message_ids_check
 from analytics_pipeline.defs.ingest.sensors import sqs_batches_sensor
 from analytics_pipeline.settings import Settings
 
@@ -24,6 +25,7 @@ def ingest_definitions(
     )
     return dg.Definitions(
         assets=[*external_assets(settings), load_batches],
+        asset_checks=[no_duplicate_message_ids_check(settings, partitions_def)],
         jobs=[load_job],
         sensors=[sqs_batches_sensor(settings, load_job, partitions_def)],
     )
