@@ -187,10 +187,13 @@ LOADERS: dict[str, Callable[[Path, LoadInput, list[list[BatchRef]]], float]] = {
 def measure_loaders(data: LoadInput, dlt_events: int, rounds: int = 1) -> LoaderFigures:
     """Events/s per loader, per run and in one call (dlt: only the first `dlt_events`)."""
     dlt_runs: list[list[BatchRef]] = []
+    dlt_total = 0
     for run in data.runs:
-        if sum(r.row_count for run_ in dlt_runs for r in run_) >= dlt_events:
+        size = sum(r.row_count for r in run)
+        if dlt_runs and dlt_total + size > dlt_events:
             break
         dlt_runs.append(run)
+        dlt_total += size
     figures = LoaderFigures(
         events_per_run=max(sum(r.row_count for r in run) for run in data.runs),
         runs=len(data.runs),
