@@ -49,6 +49,8 @@ def test_e2e_bench_smoke_loads_everything_it_sent(tmp_path: Path) -> None:
     assert result.sent > 0 and result.queryable == result.sent
     assert len(result.latencies) == result.sent and result.runs
     assert set(result.peak_rss_mb) == {"emulator", "trigger", "dagster", "clients"}
+    assert any(s.iterator_age_seconds is not None for s in result.samples)  # trigger log format
+    assert result.sensor_ticks  # read back from Dagster's tick history
     write(BenchRun(command="test", workload="tiny", e2e=[result]), tmp_path)
     assert (tmp_path / "e2e_200.png").stat().st_size > 0
     assert "## 3. End to end" in (tmp_path / "RESULTS.md").read_text()
