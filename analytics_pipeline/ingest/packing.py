@@ -113,18 +113,25 @@ def pack_records(
     quarantine_by_day: dict[str, _DayGroup] = {}
     for record in records:
         sequence_number = record.sequence_number
+        # Consecutive rows of a record nearly always share a day: look the group up on a change.
+        last_date: date | None = None
+        rows: list[Any] = []
         for row in record.accepted:
             message_id = row.message_id
             if message_id in seen_message_ids:
                 result.duplicates_dropped += 1
                 continue
             seen_message_ids.add(message_id)
-            day = utc_day(row.timestamp)
-            group = events_by_day.get(day)
-            if group is None:
-                group = events_by_day[day] = _DayGroup()
-            group.rows.append(row)
-            group.sources[sequence_number] = None
+            moment = row.timestamp
+            if moment.tzinfo is not UTC:
+                moment = moment.astimezone(UTC)
+            moment_date = moment.date()
+            if moment_date != last_date:
+                last_date = moment_date
+                group = events_by_day.setdefault(utc_day(moment), _DayGroup())
+                group.sources[sequence_number] = None
+                rows = group.rows
+            rows.append(row)
         for row in record.rejected:
             group = quarantine_by_day.setdefault(utc_day(row.received_at), _DayGroup())
             group.rows.append(row)
