@@ -24,6 +24,7 @@ from typing import Any
 
 from analytics_pipeline.contract.limits import Limits
 from analytics_pipeline.contract.reasons import Reason
+from analytics_pipeline_tests.test_contract.blobs import batch_spans
 
 ACCEPTED = "accepted"
 LIMITS = Limits()  # the documented defaults; the catalogue is judged against them
@@ -536,3 +537,15 @@ def readme_table() -> str:
         what = entry.what.replace("|", "\\|")
         lines.append(f"| `{entry.name}` | {what} | {entry.outcome_text} |")
     return "\n".join(lines)
+
+
+def event_positions(blob: bytes) -> dict[bytes, int]:
+    """Each batch element's exact bytes -> its index in the blob (event-level entries only).
+
+    A quarantine id is keyed on the event's content when it has a messageId, so it no longer
+    says where the event was; the row's payload (the element's bytes, verbatim) still does.
+    """
+    spans = batch_spans(blob)
+    positions = {span: index for index, span in enumerate(spans)}
+    assert len(positions) == len(spans), "identical events in one entry: positions are ambiguous"
+    return positions

@@ -16,7 +16,12 @@ import msgspec
 import pytest
 
 from analytics_pipeline.contract import batches
-from analytics_pipeline.contract.parse import parse_blob
+from analytics_pipeline.contract.parse import (
+    blob_quarantine_id,
+    event_quarantine_id,
+    is_blob_rejection,
+    parse_blob,
+)
 from analytics_pipeline.contract.reasons import Reason
 from analytics_pipeline.contract.rows import EventRow
 from analytics_pipeline.ingest.handler import process_event
@@ -26,6 +31,7 @@ from analytics_pipeline_tests.catalogue import (
     LIMITS,
     BadInput,
     Build,
+    event_positions,
     readme_table,
 )
 from analytics_pipeline_tests.test_ingest.doubles import FakeS3, FakeSqs
@@ -47,29 +53,30 @@ def assert_verbatim(entry: BadInput, row: EventRow) -> None:
 
 @pytest.mark.parametrize("entry", CATALOGUE, ids=lambda entry: entry.name)
 def test_parse_blob_gives_the_catalogued_outcome(entry: BadInput) -> None:
-    result = parse_blob(entry.build(BUILD), received_at=NOW, source=f"unit:{entry.name}")
+    blob = entry.build(BUILD)
+    source = f"unit:{entry.name}"
+    result = parse_blob(blob, received_at=NOW, source=source)
 
+    assert all(is_blob_rejection(row) == entry.blob_level for row in result.rejected)
     if entry.blob_level:
         assert not result.accepted
         assert [(row.reason, row.message_id) for row in result.rejected] == [
             (entry.outcomes[0], None)
         ]
+        assert result.rejected[0].quarantine_id == blob_quarantine_id(blob)
         return
-    # Event level: quarantine ids are derived from the event's index, so order can be checked.
+    # Event level: each row's payload is its event's bytes, which give its position.
+    positions = event_positions(blob)
     outcomes = dict.fromkeys(range(len(entry.outcomes)), ACCEPTED)
     for row in result.rejected:
-        index = next(i for i in range(len(entry.outcomes)) if row.quarantine_id == _qid(entry, i))
+        payload = row.payload.encode()
+        index = positions[payload]
+        assert row.quarantine_id == event_quarantine_id(payload, row.message_id, source, index)
         outcomes[index] = row.reason
     assert tuple(outcomes.values()) == entry.outcomes
     assert len(result.accepted) == entry.outcomes.count(ACCEPTED)
     for row in result.accepted:
         assert_verbatim(entry, row)
-
-
-def _qid(entry: BadInput, index: int) -> str:
-    from analytics_pipeline.contract.parse import quarantine_id
-
-    return quarantine_id(f"unit:{entry.name}", str(index))
 
 
 def test_the_catalogue_is_big_enough_and_covers_every_reason_code() -> None:

@@ -28,7 +28,12 @@ import msgspec
 with atheris.instrument_imports(include=["analytics_pipeline"]):
     from analytics_pipeline.contract import batches
     from analytics_pipeline.contract.limits import Limits
-    from analytics_pipeline.contract.parse import parse_blob, quarantine_id
+    from analytics_pipeline.contract.parse import (
+        blob_quarantine_id,
+        event_quarantine_id,
+        is_blob_rejection,
+        parse_blob,
+    )
     from analytics_pipeline.contract.reasons import Reason
 
 RECEIVED_AT = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -52,15 +57,19 @@ def check(data: bytes) -> None:
     assert result.accepted or result.rejected or _batch_length(data) == 0
     for row in result.rejected:
         assert row.reason in REASONS, row.reason
-    whole_blob = quarantine_id("fuzz", "blob")
-    if any(row.quarantine_id == whole_blob for row in result.rejected):
+    if any(is_blob_rejection(row) for row in result.rejected):
         assert len(result.rejected) == 1 and not result.accepted
         assert result.rejected[0].message_id is None
-    else:  # every batch element is exactly one row
+        assert result.rejected[0].quarantine_id == blob_quarantine_id(data)
+    else:  # every batch element is exactly one row, its id from its content or position
         elements = _batch_length(data)
         assert len(result.accepted) + len(result.rejected) == elements, elements
-        positions = {quarantine_id("fuzz", str(i)) for i in range(elements)}
-        assert {row.quarantine_id for row in result.rejected} <= positions
+        for row in result.rejected:
+            payload = row.payload.encode()
+            assert any(
+                row.quarantine_id == event_quarantine_id(payload, row.message_id, "fuzz", i)
+                for i in range(elements)
+            ), row
     for row in result.accepted:
         assert 0 < len(row.message_id) <= LIMITS.max_message_id_chars
     if result.accepted:

@@ -28,6 +28,10 @@ Decisions worth knowing (they are part of the contract):
 * Gzip is detected by its magic bytes; concatenated gzip members (RFC 1952) are accepted, and
   the decompression cap covers all of them together. Anything after a member that is not
   another member is BLOB_GZIP_INVALID.
+* Quarantine ids are what was received, not where: a rejected event with a readable messageId
+  is keyed on that messageId and its bytes, a rejected blob on its bytes, so a client resend
+  (a new Kinesis record) is the same row as the first copy. Only an event without a readable
+  messageId is keyed on its record and position (`event_quarantine_id`).
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ BLOB_PAYLOAD_CAP_BYTES = 65_536
 # Blobs with at least this many commas get their batch counted before it is decoded to a list
 # (one object per element; at 64k elements that is ~4 MB, at the 8 MiB cap ~240 MB).
 PRECOUNT_MIN_COMMAS = 65_536
+# The reasons that reject a whole blob (the others reject one event); reason codes are stable.
+BLOB_REASONS = frozenset(reason.value for reason in Reason if reason.value.startswith("blob_"))
 _TIMESTAMP_PATHS = frozenset({"$.timestamp", "$.originalTimestamp", "$.sentAt"})
 _ERROR_PATH_MARKER = " - at `"
 
@@ -348,7 +354,7 @@ def _blob_quarantine(
 ) -> QuarantineRow:
     payload, note = _blob_payload(data, rejection.text)
     return QuarantineRow(
-        quarantine_id=quarantine_id(source, "blob"),
+        quarantine_id=blob_quarantine_id(data),
         reason=rejection.reason.value,
         detail=f"{rejection.detail} ({note})" if note else rejection.detail,
         payload=payload,
@@ -588,12 +594,13 @@ def _event_quarantine(
     raw: msgspec.Raw, index: int, rejection: _EventRejected, received_at: datetime, source: str
 ) -> QuarantineRow:
     raw_bytes = bytes(raw)
+    message_id = _probe_message_id(raw_bytes)
     return QuarantineRow(
-        quarantine_id=quarantine_id(source, str(index)),
+        quarantine_id=event_quarantine_id(raw_bytes, message_id, source, index),
         reason=rejection.reason.value,
         detail=rejection.detail,
         payload=raw_bytes.decode("utf-8", errors="replace"),  # valid: the blob was checked
-        message_id=_probe_message_id(raw_bytes),
+        message_id=message_id,
         received_at=received_at,
         source=source,
     )
@@ -610,9 +617,37 @@ def _probe_message_id(raw_bytes: bytes) -> str | None:
 # --- shared helpers -------------------------------------------------------------------------
 
 
-def quarantine_id(source: str, position: str) -> str:
-    """Same record, same position -> same id, so a retried invocation does not duplicate rows."""
-    return hashlib.sha256(f"{source}|{position}".encode()).hexdigest()[:32]
+def event_quarantine_id(payload: bytes, message_id: str | None, source: str, index: int) -> str:
+    """The id of a rejected event's row: what the loader dedupes quarantine rows on.
+
+    With a readable messageId it is the event's content (messageId + a hash of its bytes), so a
+    pipeline retry and a client resend in a new Kinesis record, at any position, give the same
+    id: one invalid event, one row. A different payload under the same messageId is a different
+    rejection and keeps its own row. Without a messageId nothing tells one event sent twice
+    from two events, so the id is the record and position: a retried record still gives the
+    same id, a resend gives a new row.
+    """
+    if message_id is None:
+        return _short_hash(f"{source}|{index}".encode())
+    content = hashlib.sha256(payload).hexdigest()
+    return _short_hash(f"event|{message_id}|{content}".encode(errors="surrogatepass"))
+
+
+def blob_quarantine_id(data: bytes) -> str:
+    """The id of a rejected blob's row: its bytes, so a retry or an identical resend is one row."""
+    return _short_hash(b"blob|" + hashlib.sha256(data).hexdigest().encode())
+
+
+def is_blob_rejection(row: QuarantineRow) -> bool:
+    """Whether a quarantine row stands for a whole blob (its payload is the blob, not one event).
+
+    Told by the reason, not the id, so it also holds for rows stored before ids were content-based.
+    """
+    return row.reason in BLOB_REASONS
+
+
+def _short_hash(text: bytes) -> str:
+    return hashlib.sha256(text).hexdigest()[:32]
 
 
 def _error_path(message: str) -> str | None:

@@ -40,7 +40,7 @@ class EventRow(msgspec.Struct, kw_only=True, omit_defaults=False):
 class QuarantineRow(msgspec.Struct, kw_only=True):
     """One rejected event or blob, as stored in `analytics.events_quarantine`."""
 
-    quarantine_id: str  # deterministic: a retried invocation yields the same id
+    quarantine_id: str  # from the content: a retry or a client resend yields the same id
     reason: str  # a `Reason` value
     detail: str  # human-readable, e.g. "Expected `str`, got `int` - at `$.userId`"
     payload: str  # the rejected event's JSON text, or the blob (base64 if not valid UTF-8)

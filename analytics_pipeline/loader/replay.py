@@ -26,7 +26,7 @@ from typing import Any
 from analytics_pipeline import aws
 from analytics_pipeline.contract.batches import BatchHeader, InvalidBatchMessage
 from analytics_pipeline.contract.limits import Limits
-from analytics_pipeline.contract.parse import parse_blob, quarantine_id
+from analytics_pipeline.contract.parse import is_blob_rejection, parse_blob
 from analytics_pipeline.contract.rows import QuarantineRow
 from analytics_pipeline.ingest.handler import Sink, deliver
 from analytics_pipeline.ingest.packing import ParsedRecord, pack_records
@@ -197,7 +197,7 @@ class QuarantineReplayReport:
 
 def replay_payload(row: QuarantineRow) -> bytes | None:
     """The bytes to parse again: the event inside a minimal blob, or the whole blob; None if cut."""
-    if row.quarantine_id != quarantine_id(row.source, "blob"):
+    if not is_blob_rejection(row):
         return b'{"batch":[' + row.payload.encode("utf-8") + b"]}"
     if "payload: the first" in row.detail or ", its first" in row.detail:
         return None

@@ -30,12 +30,18 @@ import pytest
 from analytics_pipeline import aws
 from analytics_pipeline.client import Client
 from analytics_pipeline.contract.batches import BatchHeader, BatchKind, Payload
-from analytics_pipeline.contract.parse import quarantine_id
+from analytics_pipeline.contract.parse import blob_quarantine_id, event_quarantine_id
 from analytics_pipeline.local.bootstrap import ensure_resources
 from analytics_pipeline.local.stack import child_env
 from analytics_pipeline.settings import Settings
 from analytics_pipeline.warehouse import warehouse_from_settings
-from analytics_pipeline_tests.catalogue import ACCEPTED, CATALOGUE, BadInput, Build
+from analytics_pipeline_tests.catalogue import (
+    ACCEPTED,
+    CATALOGUE,
+    BadInput,
+    Build,
+    event_positions,
+)
 from analytics_pipeline_tests.e2e.stack import (
     DagsterDev,
     Process,
@@ -123,18 +129,19 @@ class GoodTraffic(threading.Thread):
         return self.sent
 
 
-def put_catalogue(settings: Settings, build: Build) -> dict[str, BadInput]:
-    """Each entry as one Kinesis record; returns the quarantine `source` of each -> entry."""
+def put_catalogue(settings: Settings, build: Build) -> dict[str, tuple[BadInput, bytes]]:
+    """Each entry as one Kinesis record; returns each quarantine `source` -> (entry, its data)."""
     kinesis = aws.client("kinesis", settings)
     sources = {}
     for entry in CATALOGUE:
+        data = entry.build(build)
         response = kinesis.put_record(
-            StreamName=settings.stream_name, Data=entry.build(build), PartitionKey=entry.name
+            StreamName=settings.stream_name, Data=data, PartitionKey=entry.name
         )
         source = (
             f"kinesis:{settings.stream_name}:{response['ShardId']}:{response['SequenceNumber']}"
         )
-        sources[source] = entry
+        sources[source] = (entry, data)
     return sources
 
 
@@ -224,18 +231,18 @@ def test_the_catalogue_and_poison_batches_end_to_end_while_good_events_flow(
 
     # Every catalogue outcome, entry by entry, event by event.
     quarantine = warehouse.query(
-        "SELECT source, quarantine_id, reason, message_id FROM analytics.events_quarantine"
+        "SELECT source, quarantine_id, reason, message_id, payload FROM analytics.events_quarantine"
     ).rows
     outcomes: dict[str, dict[int, str]] = defaultdict(dict)
-    for source, row_id, reason, message_id in quarantine:
-        entry = sources[source]
+    for source, row_id, reason, message_id, payload in quarantine:
+        entry, data = sources[source]
         if entry.blob_level:
-            assert row_id == quarantine_id(source, "blob") and message_id is None
+            assert row_id == blob_quarantine_id(data) and message_id is None
             outcomes[entry.name][0] = reason
             continue
-        index = next(
-            i for i in range(len(entry.outcomes)) if row_id == quarantine_id(source, str(i))
-        )
+        # The payload is the event's bytes verbatim: it gives the position the id may not.
+        index = event_positions(data)[payload.encode()]
+        assert row_id == event_quarantine_id(payload.encode(), message_id, source, index)
         outcomes[entry.name][index] = reason
     for entry in CATALOGUE:
         got = [outcomes[entry.name].get(i, ACCEPTED) for i in range(len(entry.outcomes))]

@@ -52,6 +52,17 @@ def parse(data: bytes, limits: Limits | None = None, source: str = SOURCE) -> Pa
     return parse_blob(data, received_at=RECEIVED_AT, source=source, limits=limits)
 
 
+def batch_spans(data: bytes) -> list[bytes]:
+    """The batch elements' exact bytes, as the parser cuts them (a readable blob, plain or gzip).
+
+    A rejected event's payload is its span verbatim, which is how a test finds the position
+    of a quarantine row whose id is keyed on its content.
+    """
+    text = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+    batch = msgspec.json.decode(text, type=dict[str, msgspec.Raw])["batch"]
+    return [bytes(span) for span in msgspec.json.decode(batch, type=list[msgspec.Raw])]
+
+
 def nested(depth: int) -> Any:
     """An object `depth` levels deep: {"a": {"a": ... {}}}."""
     value: Any = {}

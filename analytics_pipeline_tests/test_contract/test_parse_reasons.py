@@ -12,11 +12,19 @@ from typing import Any
 import msgspec
 import pytest
 
-from analytics_pipeline.contract import DEFAULT_LIMITS, Limits, Reason, quarantine_id
+from analytics_pipeline.contract import (
+    DEFAULT_LIMITS,
+    Limits,
+    Reason,
+    blob_quarantine_id,
+    event_quarantine_id,
+    is_blob_rejection,
+)
 from analytics_pipeline_tests.test_contract.blobs import (
     RECEIVED_AT,
     REMOVE,
     SOURCE,
+    batch_spans,
     blob_bytes,
     nested,
     parse,
@@ -194,14 +202,16 @@ def test_every_reason_has_a_case() -> None:
 
 @pytest.mark.parametrize("case", BLOB_CASES.values(), ids=BLOB_CASES.keys())
 def test_blob_level_rejection_is_one_row(case: BlobCase) -> None:
-    result = parse(case.data(), case.limits)
+    data = case.data()
+    result = parse(data, case.limits)
 
     assert result.accepted == []
     assert len(result.rejected) == 1
     row = result.rejected[0]
     assert row.reason == case.reason.value
     assert row.message_id is None
-    assert row.quarantine_id == quarantine_id(SOURCE, "blob")
+    assert row.quarantine_id == blob_quarantine_id(data)
+    assert is_blob_rejection(row)
     assert row.source == SOURCE
     assert row.received_at == RECEIVED_AT
     assert row.detail
@@ -211,14 +221,20 @@ def test_blob_level_rejection_is_one_row(case: BlobCase) -> None:
 @pytest.mark.parametrize("case", EVENT_CASES.values(), ids=EVENT_CASES.keys())
 def test_event_level_rejection_spares_its_siblings(case: EventCase) -> None:
     batch = [track("m-before"), case.event, track("m-after")]
-    result = parse(blob_bytes(batch), case.limits)
+    data = blob_bytes(batch)
+    result = parse(data, case.limits)
 
     assert [row.message_id for row in result.accepted] == ["m-before", "m-after"]
     assert len(result.rejected) == 1
     row = result.rejected[0]
     assert row.reason == case.reason.value
     assert case.detail_contains in row.detail
-    assert row.quarantine_id == quarantine_id(SOURCE, "1")
+    message_id = case.event.get("messageId") if isinstance(case.event, dict) else None
+    readable_id = message_id if isinstance(message_id, str) and message_id else None
+    assert row.message_id == readable_id
+    # Keyed on the content when the messageId is readable, else on record and position.
+    assert row.quarantine_id == event_quarantine_id(batch_spans(data)[1], readable_id, SOURCE, 1)
+    assert not is_blob_rejection(row)
     assert msgspec.json.decode(row.payload) == case.event
     assert row.received_at == RECEIVED_AT
     assert row.source == SOURCE

@@ -16,14 +16,17 @@ from analytics_pipeline.contract import (
     EventRow,
     Limits,
     Reason,
+    blob_quarantine_id,
+    event_quarantine_id,
+    is_blob_rejection,
     parse_blob,
-    quarantine_id,
 )
 from analytics_pipeline_tests.test_contract.blobs import (
     BLOB_CONTEXT,
     RECEIVED_AT,
     REMOVE,
     SOURCE,
+    batch_spans,
     blob_bytes,
     nested,
     parse,
@@ -391,23 +394,73 @@ def test_deep_nesting_in_blob_context_counts() -> None:
 # --- determinism -------------------------------------------------------------------------------
 
 
-def test_quarantine_ids_are_deterministic_per_source_and_position() -> None:
+OTHER_SOURCE = "kinesis:analytics-events:shardId-000000000001:49650000000000000000000000000777"
+
+
+def test_a_retried_record_gives_the_same_quarantine_ids() -> None:
     data = blob_bytes([track("ok"), track("bad-1", userId=1), [2], track("bad-2", type="x")])
 
-    first = parse(data)
-    again = parse(data)
-    elsewhere = parse(data, source="kinesis:other-shard:1")
+    ids = [row.quarantine_id for row in parse(data).rejected]
 
-    ids = [row.quarantine_id for row in first.rejected]
-    assert ids == [row.quarantine_id for row in again.rejected]
-    assert ids == [quarantine_id(SOURCE, str(position)) for position in (1, 2, 3)]
+    assert ids == [row.quarantine_id for row in parse(data).rejected]
     assert len(set(ids)) == 3
     assert all(len(qid) == 32 for qid in ids)
-    assert not set(ids) & {row.quarantine_id for row in elsewhere.rejected}
 
 
-def test_blob_quarantine_id_differs_from_every_event_id() -> None:
-    blob_id = parse(b"nope").rejected[0].quarantine_id
+def test_a_resent_blob_gives_the_same_ids_for_its_invalid_events() -> None:
+    """A client resend is a new Kinesis record: same events, another source, maybe a new sentAt."""
+    batch = [track("ok"), track("bad-1", userId=1), track("bad-2", type="x")]
+    first = parse(blob_bytes(batch), source=SOURCE)
+    copies = [blob_bytes(batch), blob_bytes(batch, sentAt="2026-11-29T12:00:05.900Z")]
 
-    assert blob_id == quarantine_id(SOURCE, "blob")
-    assert blob_id not in {quarantine_id(SOURCE, str(position)) for position in range(2500)}
+    ids = {row.message_id: row.quarantine_id for row in first.rejected}
+    assert ids.keys() == {"bad-1", "bad-2"}
+    for copy in copies:
+        resent = parse(copy, source=OTHER_SOURCE)
+        assert {row.message_id: row.quarantine_id for row in resent.rejected} == ids
+
+
+def test_an_invalid_event_has_one_id_wherever_it_arrives() -> None:
+    bad = track("bad-1", userId=1)
+    alone = parse(blob_bytes([bad])).rejected
+    moved = parse(blob_bytes([track("a"), track("b"), bad], compress=True), source=OTHER_SOURCE)
+
+    assert [row.quarantine_id for row in alone] == [row.quarantine_id for row in moved.rejected]
+    payload = msgspec.json.encode(bad)
+    assert alone[0].quarantine_id == event_quarantine_id(payload, "bad-1", OTHER_SOURCE, 7)
+
+
+def test_another_payload_under_the_same_message_id_is_another_row() -> None:
+    first = parse(blob_bytes([track("bad-1", userId=1)])).rejected
+    edited = parse(blob_bytes([track("bad-1", userId=2)])).rejected
+
+    assert [row.message_id for row in first] == [row.message_id for row in edited] == ["bad-1"]
+    assert first[0].quarantine_id != edited[0].quarantine_id
+
+
+def test_an_event_without_a_readable_message_id_is_keyed_on_record_and_position() -> None:
+    """Nothing tells one such event sent twice from two events: a resend is a second row."""
+    batch = [track("ok"), [2], track(messageId=REMOVE, type="x"), track(messageId=7, type="x")]
+    data = blob_bytes(batch)
+
+    here = parse(data).rejected
+    elsewhere = parse(data, source=OTHER_SOURCE).rejected
+
+    assert [row.message_id for row in here] == [None, None, None]
+    assert [row.quarantine_id for row in here] == [
+        event_quarantine_id(span, None, SOURCE, index)
+        for index, span in enumerate(batch_spans(data))
+        if index
+    ]
+    assert not {row.quarantine_id for row in here} & {row.quarantine_id for row in elsewhere}
+
+
+def test_a_rejected_blob_is_keyed_on_its_bytes() -> None:
+    here = parse(b"nope").rejected
+    elsewhere = parse(b"nope", source=OTHER_SOURCE).rejected
+    other = parse(b"nope!").rejected
+
+    assert [row.quarantine_id for row in here] == [blob_quarantine_id(b"nope")]
+    assert [row.quarantine_id for row in elsewhere] == [blob_quarantine_id(b"nope")]
+    assert other[0].quarantine_id != here[0].quarantine_id
+    assert is_blob_rejection(here[0])

@@ -17,11 +17,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from click.testing import CliRunner
 
 from analytics_pipeline import aws
 from analytics_pipeline.cli import main
+from analytics_pipeline.contract import parse_blob
 from analytics_pipeline.contract.batches import BatchHeader, BatchKind, Payload
 from analytics_pipeline.ingest.handler import build_handler
 from analytics_pipeline.loader import BatchQueue, load_refs
@@ -29,6 +31,7 @@ from analytics_pipeline.loader.replay import (
     dead_letters_for,
     replay_dead_letters,
     replay_dead_letters_for,
+    replay_payload,
     replay_quarantine_for,
 )
 from analytics_pipeline.local.bootstrap import ensure_resources
@@ -232,6 +235,7 @@ def test_quarantine_replay_after_a_contract_fix_loads_each_event_once(
     settings: Settings, pipeline_env: Callable[[Mapping[str, str]], None]
 ) -> None:
     old = datetime.now(UTC) - timedelta(days=40)
+    bad_type = event("bad-type", type="purchase")
     ingest(
         settings,
         [
@@ -241,12 +245,13 @@ def test_quarantine_replay_after_a_contract_fix_loads_each_event_once(
                 event("old-2", timestamp=iso(old)),
             ],
             [event(f"many-{i}") for i in range(12)],  # over ANALYTICS_MAX_EVENTS_PER_BLOB=10
-            [event("bad-type", type="purchase")],
+            [bad_type],
+            [event("other"), bad_type],  # a client resend, beside another event: still one row
         ],
     )
     warehouse = DuckDBWarehouse(settings.duckdb_path)
     run_until_queue_empty(settings, warehouse)
-    assert event_ids(warehouse) == ["fresh"]
+    assert event_ids(warehouse) == ["fresh", "other"]
     reasons = warehouse.query("SELECT reason, count(*) FROM analytics.events_quarantine GROUP BY 1")
     assert dict(reasons.rows) == {
         "timestamp_too_old": 2,
@@ -273,7 +278,7 @@ def test_quarantine_replay_after_a_contract_fix_loads_each_event_once(
         assert "rows: 0; replayed: 0" in result.output
     run_until_queue_empty(settings, warehouse)
 
-    expected_ids = ["fresh", "old-1", "old-2"] + [f"many-{i}" for i in range(12)]
+    expected_ids = ["fresh", "old-1", "old-2", "other"] + [f"many-{i}" for i in range(12)]
     assert event_ids(warehouse) == sorted(expected_ids)
     old_rows = warehouse.query(
         "SELECT timestamp FROM analytics.events WHERE message_id LIKE 'old-%'"
@@ -292,6 +297,19 @@ def test_quarantine_replay_after_a_contract_fix_loads_each_event_once(
     }
     bad = runner.invoke(main, ["quarantine", "replay", "--reason", "no_such_reason"])
     assert bad.exit_code != 0 and "unknown reason code" in bad.output
+
+
+def test_replay_takes_a_blob_rows_payload_whole_and_wraps_an_event_rows_payload() -> None:
+    """Blob rows are told by their reason, whatever their id: old position-based ids too."""
+    now = datetime.now(UTC)
+    (blob_row,) = parse_blob(b'{"batch": 5}', received_at=now, source="s").rejected
+    data = json.dumps({"batch": [event("e-1", type="purchase")]}).encode()
+    (event_row,) = parse_blob(data, received_at=now, source="s").rejected
+    legacy_blob_row = msgspec.structs.replace(blob_row, quarantine_id="0" * 32)
+
+    assert replay_payload(blob_row) == b'{"batch": 5}'
+    assert replay_payload(legacy_blob_row) == b'{"batch": 5}'
+    assert replay_payload(event_row) == b'{"batch":[' + event_row.payload.encode() + b"]}"
 
 
 class LockedWarehouse(DuckDBWarehouse):
