@@ -35,7 +35,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=120.0, help="e2e duration per rate")
     parser.add_argument(
         "--max-rates",
-        default="2500,5000,7500,10000",
+        default="2500,5000,7500,10000,15000,20000",
         help="higher rates tried after --rate, in order, until one is not sustained",
     )
     parser.add_argument("--skip-e2e", action="store_true")
