@@ -22,7 +22,8 @@ from google.cloud import bigquery
 from analytics_pipeline.cli import main as cli_main
 from analytics_pipeline.contract.batches import BatchKind
 from analytics_pipeline.contract.rows import EventRow
-from analytics_pipeline.defs.resources import BigQueryWarehouseResource, warehouse_resource
+from analytics_pipeline.defs.bigquery_resource import BigQueryWarehouseResource
+from analytics_pipeline.defs.resources import warehouse_resource
 from analytics_pipeline.local.bigquery_emulator import (
     ensure_bigquery_emulator,
     grpc_accepts,

@@ -8,6 +8,7 @@ hourly per updated day (`ANALYTICS_DUPLICATE_CHECK_CRON`) costs ~$0.20/day.
 Partitioned asset checks are a preview feature in Dagster 1.13; the exact pin keeps them stable.
 """
 
+import warnings
 from datetime import date
 
 import dagster as dg
@@ -24,14 +25,6 @@ NO_DUPLICATES_CHECK = "no_duplicate_message_ids"
 def no_duplicate_message_ids_check(
     settings: Settings, partitions_def: dg.PartitionsDefinition
 ) -> dg.AssetChecksDefinition:
-    @dg.asset_check(
-        asset=EVENTS,
-        name=NO_DUPLICATES_CHECK,
-        description="No messageId occurs twice in the day's events.",
-        partitions_def=partitions_def,
-        automation_condition=refresh_condition(settings.duplicate_check_cron),
-        retry_policy=WAREHOUSE_RETRY_POLICY,
-    )
     def _check(
         context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
     ) -> dg.AssetCheckResult:
@@ -43,4 +36,13 @@ def no_duplicate_message_ids_check(
             metadata={"duplicate_message_ids": ", ".join(duplicates) or "none"},
         )
 
-    return _check
+    with warnings.catch_warnings():  # partitioned checks: a preview feature, pinned
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return dg.asset_check(
+            asset=EVENTS,
+            name=NO_DUPLICATES_CHECK,
+            description="No messageId occurs twice in the day's events.",
+            partitions_def=partitions_def,
+            automation_condition=refresh_condition(settings.duplicate_check_cron),
+            retry_policy=WAREHOUSE_RETRY_POLICY,
+        )(_check)
