@@ -17,9 +17,7 @@ returns once the REST API answers and the gRPC port accepts connections.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -31,6 +29,7 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit
 
+from analytics_pipeline.local.processes import stop_process_group
 from analytics_pipeline.settings import Settings
 
 # The project an emulator serves when none is configured; the warehouse module says the same
@@ -129,16 +128,7 @@ class BigQueryEmulatorProcess:
         return self.process.pid
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.process.poll() is not None:
-            return
-        for signum in (signal.SIGTERM, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signum)  # its own session: pgid == pid
-            try:
-                self.process.wait(timeout=timeout)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+        stop_process_group(self.process, grace=timeout)
 
 
 def rest_answers(rest_endpoint: str, timeout: float = 1.0) -> bool:

@@ -14,10 +14,7 @@ in the background (or reuses one that already answers, so its state survives a p
 from __future__ import annotations
 
 import argparse
-import contextlib
 import http.client
-import os
-import signal
 import subprocess
 import sys
 import threading
@@ -28,6 +25,7 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 from analytics_pipeline.aws import is_local_endpoint
+from analytics_pipeline.local.processes import stop_process_group
 from analytics_pipeline.settings import Settings
 
 _STARTUP_TIMEOUT_SECONDS = 20.0
@@ -113,19 +111,7 @@ class EmulatorProcess:
         return self.process.pid
 
     def stop(self, timeout: float = 5.0) -> None:
-        if self.process.poll() is not None:
-            return
-        _signal_group(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _signal_group(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=timeout)
-
-
-def _signal_group(pid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signum)  # started with start_new_session: its pgid is its pid
+        stop_process_group(self.process, grace=timeout)
 
 
 def start_emulator(port: int, log_path: Path, host: str = "127.0.0.1") -> EmulatorProcess:

@@ -9,7 +9,6 @@ process group stops its whole tree; a child that dies unexpectedly is restarted,
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from analytics_pipeline.local.processes import stop_process_group
 from analytics_pipeline.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -53,30 +53,9 @@ class Child:
         )
 
     def stop(self) -> None:
-        stop_process_group(self.process)
+        stop_process_group(self.process, STOP_GRACE_SECONDS)
         if self._log is not None:
             self._log.close()
-
-
-def stop_process_group(
-    process: subprocess.Popen[bytes] | None, grace: float = STOP_GRACE_SECONDS
-) -> None:
-    """SIGTERM the child's process group, then SIGKILL what is left after `grace` seconds."""
-    if process is None or process.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=wait)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    # The group may still hold grandchildren after the leader exited (dagster's run workers).
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
 
 
 def prepare_dagster_home(settings: Settings) -> Path:

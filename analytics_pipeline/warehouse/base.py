@@ -42,6 +42,23 @@ class StagedBatch:
     ndjson_gz: bytes
 
 
+def distinct_batches(
+    batches: Sequence[StagedBatch],
+) -> tuple[dict[str, StagedBatch], BatchKind | None]:
+    """The batches of one load, one per id (ids derive from content), and their one kind.
+
+    Every warehouse's `load_batches` starts here, so the rules are the same everywhere: a batch
+    id repeated within the call is one batch, and a call never mixes events and quarantine.
+    """
+    distinct: dict[str, StagedBatch] = {}
+    for batch in batches:
+        distinct.setdefault(batch.batch_id, batch)
+    kinds = {BatchKind(batch.kind) for batch in distinct.values()}
+    if len(kinds) > 1:
+        raise ValueError(f"load_batches takes batches of one kind, got {sorted(kinds)}")
+    return distinct, (kinds.pop() if kinds else None)
+
+
 @dataclass
 class LoadResult:
     batches: int = 0

@@ -68,6 +68,7 @@ from analytics_pipeline.warehouse.base import (
     LoadResult,
     QueryResult,
     StagedBatch,
+    distinct_batches,
 )
 from analytics_pipeline.warehouse.duckdb import LOADED_BATCHES_COLUMNS, TABLE_COLUMNS, Column
 
@@ -484,16 +485,11 @@ class BigQueryWarehouse:
             return self._load_batches(batches, dedupe_window_days)
 
     def _load_batches(self, batches: Sequence[StagedBatch], dedupe_window_days: int) -> LoadResult:
-        distinct: dict[str, StagedBatch] = {}
-        for batch in batches:
-            distinct.setdefault(batch.batch_id, batch)
-        kinds = {BatchKind(batch.kind) for batch in distinct.values()}
-        if len(kinds) > 1:
-            raise ValueError(f"load_batches takes batches of one kind, got {sorted(kinds)}")
+        distinct, kind = distinct_batches(batches)
         result = LoadResult(batches=len(distinct))
-        if not distinct:
+        if kind is None:
             return result
-        spec = _LOAD_SPECS[kinds.pop()]
+        spec = _LOAD_SPECS[kind]
         for batch_id in distinct:
             _string_literal(batch_id)  # fail before any work if an id could not be a literal
         self._ensure_schema()

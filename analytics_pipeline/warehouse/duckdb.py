@@ -46,6 +46,7 @@ from analytics_pipeline.warehouse.base import (
     LoadResult,
     QueryResult,
     StagedBatch,
+    distinct_batches,
 )
 
 # Largest single NDJSON line DuckDB accepts; a quarantined blob can be a few MiB of text.
@@ -327,16 +328,11 @@ class DuckDBWarehouse:
         A batch id repeated within the call is one batch (ids are derived from content), so it
         is loaded, or counted as already loaded, once. `batches` counts distinct ids.
         """
-        distinct: dict[str, StagedBatch] = {}
-        for batch in batches:
-            distinct.setdefault(batch.batch_id, batch)
-        kinds = {BatchKind(batch.kind) for batch in distinct.values()}
-        if len(kinds) > 1:
-            raise ValueError(f"load_batches takes batches of one kind, got {sorted(kinds)}")
+        distinct, kind = distinct_batches(batches)
         result = LoadResult(batches=len(distinct))
-        if not distinct:
+        if kind is None:
             return result
-        spec = _LOAD_SPECS[kinds.pop()]
+        spec = _LOAD_SPECS[kind]
 
         with tempfile.TemporaryDirectory(prefix="analytics-load-") as folder:
             # The gzip bodies go to DuckDB as they are: its reader gunzips the files in

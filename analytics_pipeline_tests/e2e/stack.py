@@ -16,11 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from analytics_pipeline.local.processes import stop_process_group
 from analytics_pipeline.local.stack import (
     child_env,
     dagster_dev_command,
     prepare_dagster_home,
-    stop_process_group,
 )
 from analytics_pipeline.settings import Settings
 
