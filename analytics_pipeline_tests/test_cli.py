@@ -56,3 +56,17 @@ def test_status_answers_when_aws_is_unreachable(tmp_path, pipeline_env) -> None:
     result = CliRunner().invoke(main, ["status"])
     assert result.exit_code == 0, result.output
     assert "unavailable" in result.output
+
+
+def test_the_cli_warehouse_waits_as_long_as_the_setting_says(tmp_path) -> None:
+    from analytics_pipeline.warehouse import warehouse_from_settings
+
+    settings = Settings.from_env(
+        {
+            "ANALYTICS_DUCKDB_PATH": str(tmp_path / "w.duckdb"),
+            "ANALYTICS_WAREHOUSE_LOCK_WAIT_SECONDS": "7.5",
+        }
+    )
+    warehouse = warehouse_from_settings(settings)
+    assert isinstance(warehouse, DuckDBWarehouse)
+    assert warehouse.open_timeout_seconds == 7.5

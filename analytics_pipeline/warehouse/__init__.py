@@ -22,7 +22,9 @@ from analytics_pipeline.warehouse.duckdb import DuckDBWarehouse, WarehouseBusyEr
 
 
 def _duckdb_from_settings(settings: Settings) -> Warehouse:
-    return DuckDBWarehouse(settings.duckdb_path)
+    return DuckDBWarehouse(
+        settings.duckdb_path, open_timeout_seconds=settings.warehouse_lock_wait_seconds
+    )
 
 
 def _bigquery_from_settings(settings: Settings) -> Warehouse:
