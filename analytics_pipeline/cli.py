@@ -89,9 +89,9 @@ def trigger() -> None:
 @click.argument("sql")
 def query(output_format: str, sql: str) -> None:
     """Run SQL on the configured warehouse (tables live in the `analytics` schema)."""
-    from analytics_pipeline.warehouse import warehouse_from_settings
+    from analytics_pipeline.warehouse import open_warehouse
 
-    result = warehouse_from_settings(Settings.from_env()).query(sql)
+    result = open_warehouse(Settings.from_env()).query(sql)
     if output_format == "json":
         records = [dict(zip(result.columns, row, strict=True)) for row in result.rows]
         click.echo(msgspec.json.encode(records, enc_hook=_json_default).decode())
@@ -103,7 +103,7 @@ def query(output_format: str, sql: str) -> None:
 def status() -> None:
     """Queue depths (main and dead-letter), the latest loads, and rows per table."""
     from analytics_pipeline import aws
-    from analytics_pipeline.warehouse import warehouse_from_settings
+    from analytics_pipeline.warehouse import open_warehouse
 
     settings = Settings.from_env()
     sqs = aws.client("sqs", settings)
@@ -130,7 +130,7 @@ def status() -> None:
     click.echo("Queues")
     click.echo(_table(["queue", "waiting", "in flight"], rows))
     try:
-        warehouse = warehouse_from_settings(settings)
+        warehouse = open_warehouse(settings)
         counts = warehouse.table_row_counts()
         click.echo("\nTables")
         click.echo(_table(["table", "rows"], sorted(counts.items())))

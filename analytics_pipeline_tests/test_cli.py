@@ -59,7 +59,7 @@ def test_status_answers_when_aws_is_unreachable(tmp_path, pipeline_env) -> None:
 
 
 def test_the_cli_warehouse_waits_as_long_as_the_setting_says(tmp_path) -> None:
-    from analytics_pipeline.warehouse import warehouse_from_settings
+    from analytics_pipeline.warehouse import open_warehouse
 
     settings = Settings.from_env(
         {
@@ -67,6 +67,6 @@ def test_the_cli_warehouse_waits_as_long_as_the_setting_says(tmp_path) -> None:
             "ANALYTICS_WAREHOUSE_LOCK_WAIT_SECONDS": "7.5",
         }
     )
-    warehouse = warehouse_from_settings(settings)
+    warehouse = open_warehouse(settings)
     assert isinstance(warehouse, DuckDBWarehouse)
     assert warehouse.open_timeout_seconds == 7.5

@@ -29,7 +29,8 @@ import msgspec
 from analytics_pipeline.contract.batches import BatchKind, batch_id_for, compress, encode_rows
 from analytics_pipeline.contract.rows import EventRow
 from analytics_pipeline.warehouse.base import StagedBatch
-from analytics_pipeline.warehouse.duckdb import EVENT_TABLE_COLUMNS, DuckDBWarehouse
+from analytics_pipeline.warehouse.duckdb import DuckDBWarehouse
+from analytics_pipeline.warehouse.tables import EVENT_TABLE_COLUMNS
 
 EVENT_NAMES = ("Video Recorded", "Video Shared", "Feed Scrolled", "Purchase Completed", "Login")
 SCREENS = ("Feed", "Camera", "Profile", "Settings")

@@ -20,7 +20,12 @@ from botocore.exceptions import (
 from analytics_pipeline.contract.batches import BatchKind
 from analytics_pipeline.loader.batch_queue import BatchQueue, BatchRef, refs_by_kind
 from analytics_pipeline.loader.failures import record_failure
-from analytics_pipeline.warehouse.base import LoadResult, StagedBatch, Warehouse
+from analytics_pipeline.warehouse.base import (
+    LoadResult,
+    StagedBatch,
+    TransientWarehouseError,
+    Warehouse,
+)
 
 log = logging.getLogger(__name__)
 
@@ -141,10 +146,8 @@ def _add(total: LoadResult, part: LoadResult) -> None:
 
 def is_transient(error: BaseException) -> bool:
     """Errors that say nothing about the batch: retry the whole run instead of isolating."""
-    from analytics_pipeline.warehouse.duckdb import WarehouseBusyError
-
     transient: tuple[type[BaseException], ...] = (
-        WarehouseBusyError,
+        TransientWarehouseError,
         ConnectionError,
         TimeoutError,
         EndpointConnectionError,
@@ -156,7 +159,7 @@ def is_transient(error: BaseException) -> bool:
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         code = error.response.get("Error", {}).get("Code", "")
         return status >= 500 or code in {"Throttling", "ThrottlingException", "SlowDown"}
-    return isinstance(error, transient) or getattr(error, "transient", False) is True
+    return isinstance(error, transient)
 
 
 def drain_day(

@@ -261,10 +261,10 @@ def dead_letters_for(settings: Settings) -> list[DeadLetter]:
 
 
 def replay_dead_letters_for(settings: Settings, batch_ids: Collection[str] = ()) -> DlqReplayReport:
-    from analytics_pipeline.warehouse import warehouse_from_settings
+    from analytics_pipeline.warehouse import open_warehouse
 
     sqs = aws.client("sqs", settings)
-    warehouse = warehouse_from_settings(settings)
+    warehouse = open_warehouse(settings)
     return replay_dead_letters(
         sqs,
         sqs.get_queue_url(QueueName=settings.dlq_name)["QueueUrl"],
@@ -278,9 +278,9 @@ def replay_quarantine_for(
     settings: Settings, reason: str, limit: int | None = None
 ) -> QuarantineReplayReport:
     from analytics_pipeline.ingest.sinks import SqsS3Sink
-    from analytics_pipeline.warehouse import warehouse_from_settings
+    from analytics_pipeline.warehouse import open_warehouse
 
-    warehouse = warehouse_from_settings(settings)
+    warehouse = open_warehouse(settings)
     sqs = aws.client("sqs", settings)
     sink = SqsS3Sink(
         sqs,

@@ -16,19 +16,11 @@ from typing import Any, Protocol
 from analytics_pipeline.contract.batches import BatchKind
 from analytics_pipeline.contract.rows import QuarantineRow
 
-SCHEMA = "analytics"
-EVENTS_TABLE = "events"
-QUARANTINE_TABLE = "events_quarantine"
-LOADED_BATCHES_TABLE = "loaded_batches"
-DAILY_EVENT_COUNTS_TABLE = "daily_event_counts"
-DAILY_ACTIVE_USERS_TABLE = "daily_active_users"
-ALL_TABLES = (
-    EVENTS_TABLE,
-    QUARANTINE_TABLE,
-    LOADED_BATCHES_TABLE,
-    DAILY_EVENT_COUNTS_TABLE,
-    DAILY_ACTIVE_USERS_TABLE,
-)
+
+class TransientWarehouseError(RuntimeError):
+    """An error that says nothing about the batches (warehouse locked, unreachable, a conflict
+    with a concurrent transaction): the loader retries the whole run instead of isolating
+    batches. Every warehouse raises it (or a subclass) for such errors, chained to the cause."""
 
 
 @dataclass(frozen=True)

@@ -26,27 +26,33 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from analytics_pipeline.contract.batches import BatchKind
-from analytics_pipeline.contract.rows import EVENT_COLUMNS, QUARANTINE_COLUMNS, QuarantineRow
+from analytics_pipeline.contract.rows import QUARANTINE_COLUMNS, QuarantineRow
 from analytics_pipeline.warehouse.base import (
+    LoadResult,
+    QueryResult,
+    StagedBatch,
+    TransientWarehouseError,
+    distinct_batches,
+)
+from analytics_pipeline.warehouse.tables import (
     ALL_TABLES,
     DAILY_ACTIVE_USERS_TABLE,
     DAILY_EVENT_COUNTS_TABLE,
     EVENTS_TABLE,
+    LOAD_SPECS,
+    LOADED_BATCHES_COLUMNS,
     LOADED_BATCHES_TABLE,
     QUARANTINE_TABLE,
     SCHEMA,
-    LoadResult,
-    QueryResult,
-    StagedBatch,
-    distinct_batches,
+    TABLE_COLUMNS,
+    TABLE_PRIMARY_KEYS,
+    LoadSpec,
 )
 
 # Largest single NDJSON line DuckDB accepts; a quarantined blob can be a few MiB of text.
@@ -57,126 +63,7 @@ _FIRST_RETRY_SECONDS = 0.02
 _MAX_RETRY_SECONDS = 1.0
 
 
-@dataclass(frozen=True)
-class Column:
-    name: str
-    sql_type: str
-    not_null: bool = False
-
-
-EVENT_TABLE_COLUMNS: tuple[Column, ...] = (
-    Column("message_id", "VARCHAR", not_null=True),
-    Column("type", "VARCHAR", not_null=True),
-    Column("event", "VARCHAR"),
-    Column("user_id", "VARCHAR"),
-    Column("anonymous_id", "VARCHAR"),
-    Column("group_id", "VARCHAR"),
-    Column("previous_id", "VARCHAR"),
-    Column("timestamp", "TIMESTAMP", not_null=True),
-    Column("original_timestamp", "TIMESTAMP"),
-    Column("sent_at", "TIMESTAMP"),
-    Column("received_at", "TIMESTAMP", not_null=True),
-    Column("properties", "JSON"),
-    Column("context", "JSON"),
-    Column("traits", "JSON"),
-    Column("batch_id", "VARCHAR"),
-    Column("loaded_at", "TIMESTAMP", not_null=True),
-)
-
-QUARANTINE_TABLE_COLUMNS: tuple[Column, ...] = (
-    Column("quarantine_id", "VARCHAR", not_null=True),
-    Column("reason", "VARCHAR", not_null=True),
-    Column("detail", "VARCHAR"),
-    Column("payload", "VARCHAR"),
-    Column("message_id", "VARCHAR"),
-    Column("received_at", "TIMESTAMP", not_null=True),
-    Column("source", "VARCHAR"),
-    Column("batch_id", "VARCHAR"),
-    Column("loaded_at", "TIMESTAMP", not_null=True),
-    Column("replayed_at", "TIMESTAMP"),  # set by `quarantine replay` once its events are resent
-)
-
-LOADED_BATCHES_COLUMNS: tuple[Column, ...] = (
-    Column("batch_id", "VARCHAR", not_null=True),
-    Column("kind", "VARCHAR", not_null=True),
-    Column("day", "DATE"),
-    Column("rows_declared", "BIGINT"),
-    Column("rows_inserted", "BIGINT"),
-    Column("duplicates_skipped", "BIGINT"),
-    Column("loaded_at", "TIMESTAMP", not_null=True),
-)
-
-DAILY_EVENT_COUNTS_COLUMNS: tuple[Column, ...] = (
-    Column("day", "DATE", not_null=True),
-    Column("type", "VARCHAR"),
-    Column("event", "VARCHAR"),
-    Column("events", "BIGINT"),
-    Column("users", "BIGINT"),
-    Column("updated_at", "TIMESTAMP"),
-)
-
-DAILY_ACTIVE_USERS_COLUMNS: tuple[Column, ...] = (
-    Column("day", "DATE", not_null=True),
-    Column("active_users", "BIGINT"),
-    Column("identified_users", "BIGINT"),
-    Column("anonymous_users", "BIGINT"),
-    Column("updated_at", "TIMESTAMP"),
-)
-
-TABLE_COLUMNS: dict[str, tuple[Column, ...]] = {
-    EVENTS_TABLE: EVENT_TABLE_COLUMNS,
-    QUARANTINE_TABLE: QUARANTINE_TABLE_COLUMNS,
-    LOADED_BATCHES_TABLE: LOADED_BATCHES_COLUMNS,
-    DAILY_EVENT_COUNTS_TABLE: DAILY_EVENT_COUNTS_COLUMNS,
-    DAILY_ACTIVE_USERS_TABLE: DAILY_ACTIVE_USERS_COLUMNS,
-}
-TABLE_PRIMARY_KEYS: dict[str, str] = {LOADED_BATCHES_TABLE: "batch_id"}
-
-
-@dataclass(frozen=True)
-class _LoadSpec:
-    """How one batch kind lands: its table, wire columns, dedupe key and window column."""
-
-    kind: BatchKind
-    table: str
-    wire_columns: tuple[Column, ...]
-    key: str
-    window_column: str
-    measure_latency: bool
-
-
-def _wire_columns(
-    table_columns: tuple[Column, ...], contract: tuple[str, ...]
-) -> tuple[Column, ...]:
-    """The table's columns that travel in the NDJSON, checked against the contract at import."""
-    by_name = {column.name: column for column in table_columns}
-    missing = [name for name in contract if name not in by_name]
-    if missing:
-        raise RuntimeError(f"warehouse table has no column for contract fields {missing}")
-    return tuple(by_name[name] for name in contract)
-
-
-_LOAD_SPECS: dict[BatchKind, _LoadSpec] = {
-    BatchKind.EVENTS: _LoadSpec(
-        kind=BatchKind.EVENTS,
-        table=EVENTS_TABLE,
-        wire_columns=_wire_columns(EVENT_TABLE_COLUMNS, EVENT_COLUMNS),
-        key="message_id",
-        window_column="timestamp",
-        measure_latency=True,
-    ),
-    BatchKind.QUARANTINE: _LoadSpec(
-        kind=BatchKind.QUARANTINE,
-        table=QUARANTINE_TABLE,
-        wire_columns=_wire_columns(QUARANTINE_TABLE_COLUMNS, QUARANTINE_COLUMNS),
-        key="quarantine_id",
-        window_column="received_at",
-        measure_latency=False,
-    ),
-}
-
-
-class WarehouseBusyError(RuntimeError):
+class WarehouseBusyError(TransientWarehouseError):
     """Another process kept the DuckDB file locked for longer than we were willing to wait."""
 
 
@@ -332,7 +219,7 @@ class DuckDBWarehouse:
         result = LoadResult(batches=len(distinct))
         if kind is None:
             return result
-        spec = _LOAD_SPECS[kind]
+        spec = LOAD_SPECS[kind]
 
         with tempfile.TemporaryDirectory(prefix="analytics-load-") as folder:
             # The gzip bodies go to DuckDB as they are: its reader gunzips the files in
@@ -355,7 +242,7 @@ class DuckDBWarehouse:
     def _load_fresh(
         self,
         connection: duckdb.DuckDBPyConnection,
-        spec: _LoadSpec,
+        spec: LoadSpec,
         fresh: list[StagedBatch],
         files: dict[str, str],
         dedupe_window_days: int,

@@ -25,7 +25,7 @@ from analytics_pipeline.local.bootstrap import ensure_resources
 from analytics_pipeline.local.stack import child_env
 from analytics_pipeline.local.trigger import KinesisTrigger
 from analytics_pipeline.settings import Settings
-from analytics_pipeline.warehouse import LoadResult, Warehouse, warehouse_from_settings
+from analytics_pipeline.warehouse import LoadResult, Warehouse, open_warehouse
 from analytics_pipeline_tests.conftest import BigQueryEndpoint, unique_settings_env
 from analytics_pipeline_tests.e2e.stack import wait_for
 from analytics_pipeline_tests.test_local.traffic import blob, put_mixed_traffic, track_event
@@ -43,7 +43,7 @@ CRASHING_LOADER = textwrap.dedent(
     from analytics_pipeline import aws
     from analytics_pipeline.loader import BatchQueue, load_refs
     from analytics_pipeline.settings import Settings
-    from analytics_pipeline.warehouse import warehouse_from_settings
+    from analytics_pipeline.warehouse import open_warehouse
 
     settings = Settings.from_env()
     queue = BatchQueue.connect(
@@ -52,7 +52,7 @@ CRASHING_LOADER = textwrap.dedent(
     )
     refs = [queue.stage(m) for m in queue.receive(max_messages=100,
                                                   visibility_timeout={VISIBILITY_SECONDS})]
-    warehouse = warehouse_from_settings(settings)
+    warehouse = open_warehouse(settings)
 
     class DiesAfterCommit:
         def __getattr__(self, name):
@@ -130,7 +130,7 @@ def test_a_load_killed_after_the_bigquery_commit_loads_each_message_once(
     )
 
     assert crashed.returncode == CRASH_EXIT_CODE, crashed.stdout + crashed.stderr
-    warehouse = warehouse_from_settings(settings)
+    warehouse = open_warehouse(settings)
     committed = warehouse.table_row_counts()
     assert committed["loaded_batches"] > 0
     # Nothing was deleted: every message is still in the queue, in flight or back already.

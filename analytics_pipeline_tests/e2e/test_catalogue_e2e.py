@@ -34,7 +34,7 @@ from analytics_pipeline.contract.parse import blob_quarantine_id, event_quaranti
 from analytics_pipeline.local.bootstrap import ensure_resources
 from analytics_pipeline.local.stack import child_env
 from analytics_pipeline.settings import Settings
-from analytics_pipeline.warehouse import warehouse_from_settings
+from analytics_pipeline.warehouse import open_warehouse
 from analytics_pipeline_tests.catalogue import (
     ACCEPTED,
     CATALOGUE,
@@ -200,7 +200,7 @@ def test_the_catalogue_and_poison_batches_end_to_end_while_good_events_flow(
     expected_quarantine = sum(
         1 for entry in CATALOGUE for outcome in entry.outcomes if outcome != ACCEPTED
     )
-    warehouse = warehouse_from_settings(settings)
+    warehouse = open_warehouse(settings)
 
     def settled() -> tuple[int, int, int, int] | None:
         assert trigger.alive(), trigger.tail()

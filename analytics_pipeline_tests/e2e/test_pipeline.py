@@ -23,7 +23,7 @@ from analytics_pipeline import aws
 from analytics_pipeline.client import Client
 from analytics_pipeline.local.bootstrap import ensure_resources
 from analytics_pipeline.settings import Settings
-from analytics_pipeline.warehouse import warehouse_from_settings
+from analytics_pipeline.warehouse import open_warehouse
 from analytics_pipeline_tests.conftest import BigQueryEndpoint
 from analytics_pipeline_tests.e2e.stack import (
     DagsterDev,
@@ -209,7 +209,7 @@ def test_events_flow_exactly_once_from_clients_to_the_warehouse(
     trigger, dagster = running_stack
     settings = e2e_settings
     traffic = send_traffic(settings)
-    warehouse = warehouse_from_settings(settings)
+    warehouse = open_warehouse(settings)
 
     def loaded() -> tuple[int, int] | None:
         assert trigger.alive(), trigger.tail()

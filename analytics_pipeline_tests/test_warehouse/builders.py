@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import msgspec
 
 from analytics_pipeline.contract.batches import BatchKind, batch_id_for, compress, encode_rows
 from analytics_pipeline.contract.rows import EventRow, QuarantineRow
 from analytics_pipeline.warehouse.base import StagedBatch
+from analytics_pipeline.warehouse.bigquery import BigQueryConfig, BigQueryWarehouse
 
 NOON = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
@@ -74,3 +77,16 @@ def staged(
         row_count=len(rows) if row_count is None else row_count,
         ndjson_gz=compress(encode_rows(rows)),
     )
+
+
+def bigquery_warehouse_on(endpoint: Any, **overrides: Any) -> BigQueryWarehouse:
+    """A BigQuery warehouse on the emulator `endpoint` (a conftest `BigQueryEndpoint`), in a
+    dataset of its own so tests sharing one emulator never see each other's tables."""
+    config = BigQueryConfig(
+        project=endpoint.project,
+        dataset=f"t_{uuid.uuid4().hex[:12]}",
+        emulator_rest=endpoint.rest,
+        emulator_grpc=endpoint.grpc,
+        **overrides,
+    )
+    return BigQueryWarehouse(config)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from analytics_pipeline.warehouse import SCHEMA, DuckDBWarehouse, WarehouseBusyError
+from analytics_pipeline.warehouse.duckdb import DuckDBWarehouse, WarehouseBusyError
+from analytics_pipeline.warehouse.tables import SCHEMA
 from analytics_pipeline_tests.test_warehouse.builders import event, staged
 
 HOLD_SECONDS = 2.0

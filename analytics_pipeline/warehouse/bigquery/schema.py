@@ -1,0 +1,100 @@
+"""The dataset's tables on BigQuery: types, partitioning and clustering, additive migrations.
+
+Tables are created through the API, never by DDL: bqemulator drops the partitioning and
+clustering of DDL-created tables. A column the contract gains is added as NULLABLE; nothing is
+ever dropped or retyped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from google.api_core import exceptions as google_exceptions
+from google.cloud import bigquery
+
+from analytics_pipeline.warehouse.bigquery.config import BigQueryConfig
+from analytics_pipeline.warehouse.tables import Column, TableLayout
+
+_BIGQUERY_TYPES = {
+    "VARCHAR": "STRING",
+    "TIMESTAMP": "TIMESTAMP",
+    "JSON": "JSON",
+    "BIGINT": "INT64",
+    "DATE": "DATE",
+}
+
+# A one-row-per-kind table every load UPDATEs first, so two loads of one kind conflict and
+# BigQuery aborts one (it retries) instead of both passing the dedupe checks.
+FENCE_TABLE = "load_fence"
+FENCE_COLUMNS = (
+    Column("kind", "VARCHAR", not_null=True),
+    Column("load_id", "VARCHAR"),
+    Column("updated_at", "TIMESTAMP"),
+)
+
+
+def bigquery_type(column: Column) -> str:
+    return _BIGQUERY_TYPES[column.sql_type]
+
+
+def schema_fields(columns: Iterable[Column]) -> list[bigquery.SchemaField]:
+    # REQUIRED only where the table says NOT NULL; additive changes add NULLABLE columns.
+    return [
+        bigquery.SchemaField(
+            column.name, bigquery_type(column), mode="REQUIRED" if column.not_null else "NULLABLE"
+        )
+        for column in columns
+    ]
+
+
+def table_definition(
+    table_id: str, columns: Sequence[Column], layout: TableLayout, config: BigQueryConfig
+) -> bigquery.Table:
+    """The table as created: partitioning, clustering and the optional settings."""
+    definition = bigquery.Table(table_id, schema=schema_fields(columns))
+    if layout.partition_column:
+        expiration = config.partition_expiration_days if layout.expires else None
+        definition.time_partitioning = bigquery.TimePartitioning(
+            type_=bigquery.TimePartitioningType.DAY,
+            field=layout.partition_column,
+            expiration_ms=expiration * 86_400_000 if expiration else None,
+        )
+        definition.require_partition_filter = (
+            layout.require_partition_filter and config.require_partition_filter
+        )
+    if layout.clustering:
+        definition.clustering_fields = list(layout.clustering)
+    return definition
+
+
+def ensure_table(
+    client: bigquery.Client,
+    table_id: str,
+    columns: Sequence[Column],
+    layout: TableLayout,
+    config: BigQueryConfig,
+) -> bool:
+    """Create the table when missing, else add missing columns. True when it was created."""
+    try:
+        existing = client.get_table(table_id)
+    except google_exceptions.NotFound:
+        try:
+            client.create_table(table_definition(table_id, columns, layout, config))
+            return True
+        except google_exceptions.Conflict:  # another process created it just now
+            return False
+    present = {field.name for field in existing.schema}
+    missing = [column for column in columns if column.name not in present]
+    if missing:
+        if config.uses_emulator:  # bqemulator needs the DDL as well as the API call
+            for column in missing:
+                client.query(
+                    f"ALTER TABLE `{table_id}` ADD COLUMN IF NOT EXISTS "
+                    f"`{column.name}` {bigquery_type(column)}"
+                ).result()
+        existing.schema = [
+            *existing.schema,
+            *(bigquery.SchemaField(c.name, bigquery_type(c)) for c in missing),
+        ]
+        client.update_table(existing, ["schema"])
+    return False
