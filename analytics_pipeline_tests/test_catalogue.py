@@ -15,8 +15,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from analytics_pipeline.contract import batches
-from analytics_pipeline.contract.parse import (
+from analytics_pipeline.contract import (
+    batches,
     blob_quarantine_id,
     event_quarantine_id,
     is_blob_rejection,

@@ -26,14 +26,14 @@ import atheris
 import msgspec
 
 with atheris.instrument_imports(include=["analytics_pipeline"]):
-    from analytics_pipeline.contract import batches
-    from analytics_pipeline.contract.limits import Limits
-    from analytics_pipeline.contract.parse import (
+    from analytics_pipeline.contract import (
+        batches,
         blob_quarantine_id,
         event_quarantine_id,
         is_blob_rejection,
         parse_blob,
     )
+    from analytics_pipeline.contract.limits import Limits
     from analytics_pipeline.contract.reasons import Reason
 
 RECEIVED_AT = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)

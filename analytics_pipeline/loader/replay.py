@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from analytics_pipeline import aws
+from analytics_pipeline.contract import is_blob_rejection, parse_blob
 from analytics_pipeline.contract.batches import BatchHeader, InvalidBatchMessage
 from analytics_pipeline.contract.limits import Limits
-from analytics_pipeline.contract.parse import is_blob_rejection, parse_blob
 from analytics_pipeline.contract.rows import QuarantineRow
 from analytics_pipeline.ingest.handler import Sink, deliver
 from analytics_pipeline.ingest.packing import ParsedRecord, pack_records

@@ -29,8 +29,8 @@ import pytest
 
 from analytics_pipeline import aws
 from analytics_pipeline.client import Client
+from analytics_pipeline.contract import blob_quarantine_id, event_quarantine_id
 from analytics_pipeline.contract.batches import BatchHeader, BatchKind, Payload
-from analytics_pipeline.contract.parse import blob_quarantine_id, event_quarantine_id
 from analytics_pipeline.local.bootstrap import ensure_resources
 from analytics_pipeline.local.stack import child_env
 from analytics_pipeline.settings import Settings
