@@ -102,29 +102,15 @@ def query(output_format: str, sql: str) -> None:
 @main.command()
 def status() -> None:
     """Queue depths (main and dead-letter), the latest loads, and rows per table."""
-    from analytics_pipeline import aws
+    from analytics_pipeline.loader import BatchQueue
     from analytics_pipeline.warehouse import open_warehouse
 
     settings = Settings.from_env()
-    sqs = aws.client("sqs", settings)
     rows = []
-    for name in (settings.queue_name, settings.dlq_name):
+    for name, dead_letters in ((settings.queue_name, False), (settings.dlq_name, True)):
         try:
-            url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
-            attributes = sqs.get_queue_attributes(
-                QueueUrl=url,
-                AttributeNames=[
-                    "ApproximateNumberOfMessages",
-                    "ApproximateNumberOfMessagesNotVisible",
-                ],
-            )["Attributes"]
-            rows.append(
-                (
-                    name,
-                    attributes["ApproximateNumberOfMessages"],
-                    attributes["ApproximateNumberOfMessagesNotVisible"],
-                )
-            )
+            depth = BatchQueue.for_settings(settings, dead_letters=dead_letters).depth()
+            rows.append((name, depth["visible"], depth["in_flight"]))
         except Exception as error:  # status must answer even when AWS does not
             rows.append((name, f"unavailable: {error.__class__.__name__}", ""))
     click.echo("Queues")

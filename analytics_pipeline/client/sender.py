@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,7 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
+from analytics_pipeline.chunking import chunked
 from analytics_pipeline.client.consumer import OutgoingBlob
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,10 @@ class KinesisSender:
                 blob.attempts += 1
                 attempts.append(_Attempt(blob, blob.encode()))
             retry: list[OutgoingBlob] = []
-            for chunk in _chunks(attempts):
+            # Calls of at most 500 records and 5 MiB (data plus partition keys).
+            for chunk in chunked(
+                attempts, MAX_RECORDS_PER_CALL, MAX_BYTES_PER_CALL, weight=lambda a: a.size
+            ):
                 for attempt_, outcome in zip(chunk, self._put(chunk), strict=True):
                     if outcome is None:
                         continue
@@ -161,19 +165,3 @@ class KinesisSender:
     def _count(self, records: int, failed: int) -> None:
         if self._on_put is not None:
             self._on_put(records, failed)
-
-
-def _chunks(attempts: list[_Attempt]) -> Iterator[list[_Attempt]]:
-    """Group records into calls of at most 500 records and 5 MiB (data plus partition keys)."""
-    chunk: list[_Attempt] = []
-    chunk_bytes = 0
-    for item in attempts:
-        if chunk and (
-            len(chunk) >= MAX_RECORDS_PER_CALL or chunk_bytes + item.size > MAX_BYTES_PER_CALL
-        ):
-            yield chunk
-            chunk, chunk_bytes = [], 0
-        chunk.append(item)
-        chunk_bytes += item.size
-    if chunk:
-        yield chunk

@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from analytics_pipeline.chunking import chunked
 from analytics_pipeline.contract.batches import (
     BatchHeader,
     BatchKind,
@@ -25,6 +26,7 @@ from analytics_pipeline.contract.batches import (
     s3_key,
     s3_pointer_from_body,
 )
+from analytics_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,7 @@ class ReceivedMessage:
     body: str
     header: BatchHeader | None  # None: not a batch this pipeline wrote (left for the DLQ)
     error: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict, repr=False)  # as SQS sent them
 
 
 class BatchQueue:
@@ -75,6 +78,16 @@ class BatchQueue:
         queue_url = sqs.get_queue_url(QueueName=queue_name)["QueueUrl"]
         return cls(sqs, s3, queue_url, bucket)
 
+    @classmethod
+    def for_settings(cls, settings: Settings, *, dead_letters: bool = False) -> BatchQueue:
+        """The configured queue (or its dead-letter queue), with clients from `aws.client`."""
+        from analytics_pipeline import aws
+
+        name = settings.dlq_name if dead_letters else settings.queue_name
+        return cls.connect(
+            aws.client("sqs", settings), aws.client("s3", settings), name, settings.bucket
+        )
+
     def receive(
         self,
         max_messages: int,
@@ -88,7 +101,7 @@ class BatchQueue:
         answer empty while messages wait.
         """
         deadline = time.monotonic() + time_budget_seconds
-        received: list[ReceivedMessage] = []
+        received: dict[str, ReceivedMessage] = {}  # SQS may hand out one message twice
         wait_seconds = first_wait_seconds
         while len(received) < max_messages and time.monotonic() < deadline:
             response = self.sqs.receive_message(
@@ -103,8 +116,19 @@ class BatchQueue:
             messages = response.get("Messages", [])
             if not messages:
                 break
-            received.extend(_to_received(message) for message in messages)
-        return received
+            for message in messages:
+                received.setdefault(message["MessageId"], _to_received(message))
+        return list(received.values())
+
+    def body(self, message: ReceivedMessage) -> bytes:
+        """The batch's gzip NDJSON, inline in the message or behind its S3 pointer."""
+        header = message.header
+        if header is None:
+            raise InvalidBatchMessage(message.error or "not a batch message")
+        if header.payload is Payload.S3:
+            pointer = s3_pointer_from_body(message.body)
+            return self.s3.get_object(Bucket=pointer.bucket, Key=pointer.key)["Body"].read()
+        return body_from_inline(message.body)
 
     def stage(self, message: ReceivedMessage) -> BatchRef:
         """Make the body fetchable by reference; idempotent (same batch id, same key)."""
@@ -144,18 +168,7 @@ class BatchQueue:
         received again meanwhile) fails here and is only logged: the message comes back, the
         ledger recognises its batch id and a later run deletes it.
         """
-        deleted = 0
-        for chunk in _chunks(refs, SQS_BATCH):
-            response = self.sqs.delete_message_batch(
-                QueueUrl=self.queue_url,
-                Entries=[
-                    {"Id": str(i), "ReceiptHandle": ref.receipt_handle}
-                    for i, ref in enumerate(chunk)
-                ],
-            )
-            deleted += len(response.get("Successful", []))
-            for failure in response.get("Failed", []):
-                log.warning("SQS delete failed (will be redelivered and skipped): %s", failure)
+        deleted = self.delete_messages([ref.receipt_handle for ref in refs])
         for bucket, key in sorted({(ref.bucket, ref.key) for ref in refs}):
             try:
                 self.s3.delete_object(Bucket=bucket, Key=key)
@@ -163,10 +176,35 @@ class BatchQueue:
                 log.warning("could not delete batch object %s: %s", key, error)
         return deleted
 
+    def delete_messages(self, receipt_handles: Sequence[str]) -> int:
+        """Delete messages only (their bodies' objects stay); returns messages deleted."""
+        deleted = 0
+        for chunk in chunked(receipt_handles, SQS_BATCH):
+            response = self.sqs.delete_message_batch(
+                QueueUrl=self.queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": handle} for i, handle in enumerate(chunk)],
+            )
+            deleted += len(response.get("Successful", []))
+            for failure in response.get("Failed", []):
+                log.warning("SQS delete failed (will be redelivered and skipped): %s", failure)
+        return deleted
+
+    def send(self, body: str, attributes: dict[str, Any]) -> None:
+        """Send a message as received elsewhere (a dead letter going back to its queue)."""
+        keep = ("DataType", "StringValue", "BinaryValue")
+        self.sqs.send_message(
+            QueueUrl=self.queue_url,
+            MessageBody=body,
+            MessageAttributes={
+                name: {key: value[key] for key in keep if key in value}
+                for name, value in attributes.items()
+            },
+        )
+
     def release(self, refs: Iterable[BatchRef | ReceivedMessage]) -> None:
         """Make messages visible again at once (they belong to another run)."""
         handles = [ref.receipt_handle for ref in refs]
-        for chunk in _chunks(handles, SQS_BATCH):
+        for chunk in chunked(handles, SQS_BATCH):
             self.sqs.change_message_visibility_batch(
                 QueueUrl=self.queue_url,
                 Entries=[
@@ -176,6 +214,7 @@ class BatchQueue:
             )
 
     def depth(self) -> dict[str, int]:
+        """Messages waiting (`visible`) and received but not deleted yet (`in_flight`)."""
         attributes = self.sqs.get_queue_attributes(
             QueueUrl=self.queue_url,
             AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
@@ -202,13 +241,8 @@ def _to_received(message: dict[str, Any]) -> ReceivedMessage:
         body=message["Body"],
         header=header,
         error=error,
+        attributes=message.get("MessageAttributes", {}),
     )
-
-
-def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    items = list(items)
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def refs_by_kind(refs: Iterable[BatchRef]) -> dict[BatchKind, list[BatchRef]]:

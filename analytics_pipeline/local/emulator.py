@@ -15,17 +15,15 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from analytics_pipeline.aws import is_local_endpoint
-from analytics_pipeline.local.processes import stop_process_group
+from analytics_pipeline.local.processes import ChildProcess
 from analytics_pipeline.settings import Settings
 
 _STARTUP_TIMEOUT_SECONDS = 20.0
@@ -99,50 +97,30 @@ def endpoint_answers(endpoint_url: str, timeout: float = 0.5) -> bool:
 
 
 @dataclass
-class EmulatorProcess:
-    """An emulator this process started; `stop()` ends its whole process group."""
+class EmulatorProcess(ChildProcess):
+    """The AWS emulator as a child process, with the endpoint it serves."""
 
-    process: subprocess.Popen[bytes]
-    endpoint_url: str
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def stop(self, timeout: float = 5.0) -> None:
-        stop_process_group(self.process, grace=timeout)
+    endpoint_url: str = ""
 
 
 def start_emulator(port: int, log_path: Path, host: str = "127.0.0.1") -> EmulatorProcess:
     """Start the emulator module in its own session and wait until it answers."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     endpoint_url = f"http://{host}:{port}"
-    log_file: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 - the child owns it from here
-    try:
-        process = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "analytics_pipeline.local.emulator"),
-                *("--host", host, "--port", str(port)),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    finally:
-        log_file.close()
-    emulator = EmulatorProcess(process=process, endpoint_url=endpoint_url, log_path=log_path)
-    deadline = time.monotonic() + _STARTUP_TIMEOUT_SECONDS
-    while not endpoint_answers(endpoint_url, timeout=0.2):
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"AWS emulator exited with code {process.returncode}; see {log_path}"
-            )
-        if time.monotonic() > deadline:
-            emulator.stop()
-            raise RuntimeError(f"AWS emulator did not answer at {endpoint_url}; see {log_path}")
-        time.sleep(0.05)
+    emulator = EmulatorProcess(
+        name="AWS emulator",
+        command=[
+            *(sys.executable, "-m", "analytics_pipeline.local.emulator"),
+            *("--host", host, "--port", str(port)),
+        ],
+        log_path=log_path,
+        grace_seconds=5.0,
+        endpoint_url=endpoint_url,
+    ).start()
+    emulator.wait_until(
+        lambda: endpoint_answers(endpoint_url, timeout=0.2),
+        _STARTUP_TIMEOUT_SECONDS,
+        f"answer at {endpoint_url}",
+    )
     return emulator
 
 

@@ -1,4 +1,8 @@
-"""Stopping the processes the local stack starts: each runs in its own session (pgid == pid)."""
+"""The processes the local stack starts, and how they stop: one wrapper, one signal helper.
+
+Every child runs in a session of its own (its pid is its process group id), so stopping its
+group stops its whole tree (`dagster dev`'s webserver, daemon, code servers and run workers).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,12 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
 
 
 def stop_process_group(process: subprocess.Popen[bytes] | None, grace: float = 15.0) -> None:
@@ -25,3 +35,96 @@ def stop_process_group(process: subprocess.Popen[bytes] | None, grace: float = 1
     # The group may still hold grandchildren after the leader exited (dagster's run workers).
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
+
+
+@dataclass
+class ChildProcess:
+    """A child in its own session, its output appended to `log_path`; stopped by group."""
+
+    name: str
+    command: list[str]
+    log_path: Path
+    env: dict[str, str] | None = None  # None: this process's environment
+    cwd: Path | None = None
+    grace_seconds: float = 15.0
+    popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _log: IO[bytes] | None = field(default=None, repr=False)
+
+    def start(self) -> ChildProcess:
+        """Start (or start again, appending to the same log)."""
+        if self._log is not None:
+            self._log.close()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the child
+        self.popen = subprocess.Popen(
+            self.command,
+            env=self.env,
+            cwd=self.cwd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None, f"{self.name} was never started"
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def exit_code(self) -> int | None:
+        """None while running (or never started)."""
+        return None if self.popen is None else self.popen.poll()
+
+    def stop(self) -> None:
+        stop_process_group(self.popen, self.grace_seconds)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def tail(self, lines: int = 40) -> str:
+        """The end of the log, for error messages."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def wait_until(self, ready: Callable[[], Any], timeout: float, what: str) -> None:
+        """Wait until `ready()` is truthy; stop the child and fail if it exits or times out."""
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if not self.alive():
+                raise RuntimeError(
+                    f"{self.name} exited with code {self.exit_code()} before {what}; "
+                    f"see {self.log_path}:\n{self.tail()}"
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(
+                    f"{self.name}: no {what} after {timeout:.0f} s; see {self.log_path}"
+                )
+            time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def stop_on_signals(
+    signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT),
+    stop: threading.Event | None = None,
+) -> Iterator[threading.Event]:
+    """`stop` (or a new event) set by any of `signals` while the block runs; the previous
+    handlers come back after. Only the main thread may install handlers: elsewhere the event
+    is only set by its owner."""
+    stop = stop or threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in signals}
+    try:
+        yield stop
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -15,7 +15,6 @@ with a seed: a seeded id would repeat across runs and be dropped as a duplicate 
 
 from __future__ import annotations
 
-import contextlib
 import random
 import signal
 import threading
@@ -33,6 +32,7 @@ from analytics_pipeline.client import Client, ClientStats, Device
 from analytics_pipeline.client.client import kinesis_client
 from analytics_pipeline.client.encoding import format_timestamp
 from analytics_pipeline.contract.reasons import Reason
+from analytics_pipeline.local.processes import stop_on_signals
 from analytics_pipeline.settings import Settings
 
 DEFAULT_MAX_CLOCK_SKEW_SECONDS = 300.0
@@ -426,7 +426,7 @@ def run_forever(
     report = SimulationReport(clients=clients, requested_events=0)
     client = _simulation_client(settings, kinesis, flush_interval)
     started = time.monotonic()
-    with _stop_on_sigterm(stop):
+    with stop_on_signals((signal.SIGTERM,), stop):
         try:
             traffic = _Traffic(
                 client,
@@ -463,16 +463,3 @@ def _status_line(report: SimulationReport, stats: ClientStats) -> str:
         f"generated={report.generated} sent={stats.sent} queued={stats.queued} "
         f"failed={stats.failed} dropped={stats.dropped}"
     )
-
-
-@contextlib.contextmanager
-def _stop_on_sigterm(stop: threading.Event) -> Iterator[None]:
-    """SIGTERM sets `stop` (only the main thread may install handlers; elsewhere a no-op)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

@@ -11,51 +11,24 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
 import sys
-import time
-from dataclasses import dataclass, field
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
-from analytics_pipeline.local.processes import stop_process_group
+from analytics_pipeline.local.processes import ChildProcess, stop_on_signals
 from analytics_pipeline.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-STOP_GRACE_SECONDS = 15.0
 
 
 @dataclass
-class Child:
-    """A supervised process started in its own session (its pid is its process group id)."""
+class Child(ChildProcess):
+    """A supervised child: restarted when it dies, unless `restart` is off."""
 
-    name: str
-    command: list[str]
-    env: dict[str, str]
-    log_path: Path
     restart: bool = True
-    process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
-    _log: IO[bytes] | None = field(default=None, repr=False)
-
-    def start(self) -> None:
-        if self._log is not None:
-            self._log.close()
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the child
-        self.process = subprocess.Popen(
-            self.command,
-            env=self.env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-
-    def stop(self) -> None:
-        stop_process_group(self.process, STOP_GRACE_SECONDS)
-        if self._log is not None:
-            self._log.close()
 
 
 def prepare_dagster_home(settings: Settings) -> Path:
@@ -89,21 +62,23 @@ def dagster_dev_command(port: int) -> list[str]:
 
 def run_dev(settings: Settings, *, port: int, simulate_rate: float | None, say=print) -> int:
     """Start everything, supervise until Ctrl-C / SIGTERM, then stop all it started."""
-    from analytics_pipeline.local.bigquery_emulator import ensure_bigquery_emulator
-    from analytics_pipeline.local.bootstrap import ensure_resources
-    from analytics_pipeline.local.emulator import ensure_emulator
-
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
     prepare_dagster_home(settings)
-    stopping = False
+    with stop_on_signals() as stop:
+        return _supervise(settings, port, simulate_rate, say, stop)
 
-    def request_stop(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
 
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+def _supervise(
+    settings: Settings,
+    port: int,
+    simulate_rate: float | None,
+    say: Callable[[str], object],
+    stop: threading.Event,
+) -> int:
+    from analytics_pipeline.local.bigquery_emulator import ensure_bigquery_emulator
+    from analytics_pipeline.local.bootstrap import ensure_resources
+    from analytics_pipeline.local.emulator import ensure_emulator
 
     emulator = ensure_emulator(settings)
     say(
@@ -128,14 +103,14 @@ def run_dev(settings: Settings, *, port: int, simulate_rate: float | None, say=p
         Child(
             "trigger",
             [python, "-m", "analytics_pipeline.cli", "trigger"],
-            env,
             settings.state_dir / "trigger.log",
+            env,
         ),
         Child(
             "dagster",
             dagster_dev_command(port),
-            env,
             settings.state_dir / "dagster.log",
+            env,
             restart=False,
         ),
     ]
@@ -152,34 +127,31 @@ def run_dev(settings: Settings, *, port: int, simulate_rate: float | None, say=p
                     "--rate",
                     str(simulate_rate),
                 ],
-                env,
                 settings.state_dir / "simulator.log",
+                env,
             )
         )
     for child in children:
         child.start()
-        say(
-            f"{child.name}: pid {child.process.pid if child.process else '?'}, log {child.log_path}"
-        )
+        say(f"{child.name}: pid {child.pid}, log {child.log_path}")
     say(f"Dagster UI: http://127.0.0.1:{port}  (Ctrl-C stops everything this command started)")
 
     exit_code = 0
     try:
-        while not stopping:
-            time.sleep(0.5)
+        while not stop.wait(0.5):
             for child in children:
-                assert child.process is not None
-                code = child.process.poll()
+                code = child.exit_code()
                 if code is None:
                     continue
                 if not child.restart:
                     say(f"{child.name} exited with {code}; stopping (see {child.log_path})")
-                    exit_code, stopping = code or 1, True
+                    exit_code = code or 1
+                    stop.set()
                     break
                 child.restarts += 1
                 say(f"{child.name} exited with {code}; restarting (restart {child.restarts})")
-                time.sleep(min(30.0, 2.0**child.restarts))
-                child.start()
+                if not stop.wait(min(30.0, 2.0**child.restarts)):
+                    child.start()
     finally:
         say("stopping...")
         for child in reversed(children):

@@ -47,8 +47,10 @@ class FakeSqs:
 class FakeS3:
     fail_keys: set[str] = field(default_factory=set)
     objects: dict[str, bytes] = field(default_factory=dict)
+    puts: list[str] = field(default_factory=list)  # every PutObject key, in call order
 
     def put_object(self, Bucket: str, Key: str, Body: bytes, **_: Any) -> dict[str, Any]:
+        self.puts.append(Key)
         if Key in self.fail_keys:
             raise ClientError({"Error": {"Code": "InternalError"}}, "PutObject")
         self.objects[Key] = Body

@@ -201,20 +201,20 @@ def test_poison_batches_reach_the_dlq_without_blocking_and_replay_loads_them_onc
 
     # Fix the cause, replay only that batch; a crash between send and delete resends it.
     broken.clear()
-    sqs = aws.client("sqs", settings)
-    dlq_url = sqs.get_queue_url(QueueName=settings.dlq_name)["QueueUrl"]
-    queue_url = sqs.get_queue_url(QueueName=settings.queue_name)["QueueUrl"]
+    dead_letters = BatchQueue.for_settings(settings, dead_letters=True)
+    sqs = dead_letters.sqs
 
     class CrashBeforeDelete:
         def __getattr__(self, name: str) -> Any:
             return getattr(sqs, name)
 
-        def delete_message(self, **_: Any) -> None:
+        def delete_message_batch(self, **_: Any) -> None:
             raise ConnectionError("killed between send and delete")
 
+    dead_letters.sqs = CrashBeforeDelete()
     with pytest.raises(ConnectionError):
         replay_dead_letters(
-            CrashBeforeDelete(), dlq_url, queue_url, [refused_id], visibility_seconds=1
+            dead_letters, BatchQueue.for_settings(settings), [refused_id], visibility_seconds=1
         )
     report = wait_for(
         lambda: (r := replay_dead_letters_for(settings, [refused_id])).sent and r,

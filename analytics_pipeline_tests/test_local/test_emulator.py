@@ -95,5 +95,5 @@ def test_ensure_emulator_starts_one_and_stop_ends_it(tmp_path: Path) -> None:
     finally:
         emulator.stop()
 
-    assert emulator.process.returncode is not None
+    assert emulator.exit_code() is not None
     assert not endpoint_answers(endpoint)

@@ -256,7 +256,7 @@ def test_dev_starts_an_emulator_only_when_none_answers(
         assert warehouse.table_row_counts()["events"] == 1
     finally:
         started.stop()
-    assert started.process.poll() is not None
+    assert started.exit_code() is not None
     assert not rest_answers(started.rest_endpoint, timeout=0.5)
     assert (tmp_path / "state" / "bigquery-emulator").is_dir()  # tables persist for dev
 
