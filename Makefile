@@ -36,7 +36,7 @@ lint: $(STAMP)
 
 # Benchmarks side by side with the ceilings and a peer; writes benchmarks/RESULTS.md and plots.
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 # Coverage-guided fuzzing of the contract parser (atheris); FUZZ_ARGS=-max_total_time=SECONDS.
 FUZZ_ARGS ?= -max_total_time=300

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 from analytics_pipeline.cli import main
 from analytics_pipeline.settings import Settings
 from analytics_pipeline.warehouse.duckdb import DuckDBWarehouse
-from analytics_pipeline_tests.test_warehouse.builders import event, staged
+from analytics_pipeline_testkit.rows import event, staged
 
 
 def _load_three_events(settings: Settings) -> None:

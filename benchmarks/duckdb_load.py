@@ -10,7 +10,7 @@ into gzip NDJSON batches like the Lambda does, and times:
 - loader, call per batch: one `load_batches` per batch, so each load anti-joins a growing table;
 - replay: every batch again (all skipped by the ledger).
 
-Run: .venv/bin/python benchmarks/duckdb_load.py [--events 200000] [--batch-rows 5000]
+Run: .venv/bin/python -m benchmarks.duckdb_load [--events 200000] [--batch-rows 5000]
 """
 
 from __future__ import annotations

@@ -33,10 +33,11 @@ from typing import Any
 from analytics_pipeline import aws
 from analytics_pipeline.local.bootstrap import ensure_resources
 from analytics_pipeline.local.emulator import start_emulator
+from analytics_pipeline.local.processes import ChildProcess
 from analytics_pipeline.local.stack import child_env
 from analytics_pipeline.settings import Settings
 from analytics_pipeline.warehouse.duckdb import DuckDBWarehouse
-from analytics_pipeline_tests.e2e.stack import DagsterDev, Process, free_port, start_trigger
+from analytics_pipeline_testkit.processes import DagsterDev, free_port, start_trigger
 from benchmarks.workload import REPO_ROOT
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -245,7 +246,7 @@ def run_e2e(
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as name:
         folder = Path(name)
         emulator = start_emulator(free_port(), folder / "emulator.log")
-        processes: list[Process] = []
+        processes: list[ChildProcess] = []
         try:
             env = bench_settings_env(emulator.endpoint_url, folder, overrides or {})
             settings = Settings.from_env(env)
@@ -261,8 +262,14 @@ def run_e2e(
             command = [sys.executable, "-m", "benchmarks.clients", "--rate", str(rate)]
             command += ["--seconds", str(seconds), "--clients", str(clients)]
             command += ["--status-file", str(status_file)]
-            clients_env = child_env(settings) | {"PYTHONPATH": str(REPO_ROOT)}
-            processes.append(Process(command, clients_env, settings.state_dir / "clients.log"))
+            clients = ChildProcess(
+                "clients",
+                command,
+                settings.state_dir / "clients.log",
+                child_env(settings),
+                REPO_ROOT,
+            )
+            processes.append(clients.start())
             sessions = {"emulator": emulator.pid, "trigger": trigger.pid, "dagster": dagster.pid}
             sessions["clients"] = processes[-1].pid
             say(f"e2e {rate:g} events/s for {seconds:g} s: clients started")
@@ -283,7 +290,7 @@ def _observe(
     result: E2EResult,
     settings: Settings,
     sessions: dict[str, int],
-    processes: list[Process],
+    processes: list[ChildProcess],
     status_file: Path,
     drain_timeout: float,
     sample_every: float,

@@ -189,18 +189,6 @@ class BatchQueue:
                 log.warning("SQS delete failed (will be redelivered and skipped): %s", failure)
         return deleted
 
-    def send(self, body: str, attributes: dict[str, Any]) -> None:
-        """Send a message as received elsewhere (a dead letter going back to its queue)."""
-        keep = ("DataType", "StringValue", "BinaryValue")
-        self.sqs.send_message(
-            QueueUrl=self.queue_url,
-            MessageBody=body,
-            MessageAttributes={
-                name: {key: value[key] for key in keep if key in value}
-                for name, value in attributes.items()
-            },
-        )
-
     def release(self, refs: Iterable[BatchRef | ReceivedMessage]) -> None:
         """Make messages visible again at once (they belong to another run)."""
         handles = [ref.receipt_handle for ref in refs]

@@ -135,11 +135,25 @@ def replay_dead_letters(
         if header is not None and header.batch_id in loaded:
             report.already_loaded.append(name)
         elif header is None or header.batch_id not in sent_batches:
-            queue.send(message.body, message.attributes)
+            _send_back(queue, message)
             sent_batches.add(name)
             report.sent.append(name)
         dead_letters.delete_messages([message.receipt_handle])
     return report
+
+
+def _send_back(queue: BatchQueue, message: ReceivedMessage) -> None:
+    """The dead letter's body and attributes to `queue` (only the operator's identity may send:
+    the loader's IAM policy has no SendMessage)."""
+    keep = ("DataType", "StringValue", "BinaryValue")
+    queue.sqs.send_message(
+        QueueUrl=queue.queue_url,
+        MessageBody=message.body,
+        MessageAttributes={
+            name: {key: value[key] for key in keep if key in value}
+            for name, value in message.attributes.items()
+        },
+    )
 
 
 # --- quarantine replay ----------------------------------------------------------------------

@@ -26,9 +26,9 @@ from analytics_pipeline.local.stack import child_env
 from analytics_pipeline.local.trigger import KinesisTrigger
 from analytics_pipeline.settings import Settings
 from analytics_pipeline.warehouse import LoadResult, Warehouse, open_warehouse
-from analytics_pipeline_tests.conftest import BigQueryEndpoint, unique_settings_env
-from analytics_pipeline_tests.e2e.stack import wait_for
-from analytics_pipeline_tests.test_local.traffic import blob, put_mixed_traffic, track_event
+from analytics_pipeline_testkit.environments import BigQueryEndpoint, unique_settings_env
+from analytics_pipeline_testkit.processes import wait_for
+from analytics_pipeline_testkit.traffic import blob, put_mixed_traffic, track_event
 
 pytestmark = pytest.mark.e2e
 

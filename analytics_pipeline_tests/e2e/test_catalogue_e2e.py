@@ -32,24 +32,25 @@ from analytics_pipeline.client import Client
 from analytics_pipeline.contract import blob_quarantine_id, event_quarantine_id
 from analytics_pipeline.contract.batches import BatchHeader, BatchKind, Payload
 from analytics_pipeline.local.bootstrap import ensure_resources
+from analytics_pipeline.local.processes import ChildProcess
 from analytics_pipeline.local.stack import child_env
 from analytics_pipeline.settings import Settings
 from analytics_pipeline.warehouse import open_warehouse
-from analytics_pipeline_tests.catalogue import (
+from analytics_pipeline_testkit.catalogue import (
     ACCEPTED,
     CATALOGUE,
     BadInput,
     Build,
     event_positions,
 )
-from analytics_pipeline_tests.e2e.stack import (
+from analytics_pipeline_testkit.processes import (
     DagsterDev,
-    Process,
     free_port,
+    is_loopback,
+    listening_addresses,
     start_trigger,
     wait_for,
 )
-from analytics_pipeline_tests.listening import is_loopback, listening_addresses
 
 pytestmark = pytest.mark.e2e
 
@@ -90,7 +91,7 @@ def secret(monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 @pytest.fixture
-def stack(settings: Settings, secret: str) -> Iterator[tuple[Process, DagsterDev]]:
+def stack(settings: Settings, secret: str) -> Iterator[tuple[ChildProcess, DagsterDev]]:
     trigger = start_trigger(settings)
     dagster = DagsterDev(settings, free_port())
     try:
@@ -176,7 +177,7 @@ def queue_counts(settings: Settings, name: str) -> int:
 
 
 def test_the_catalogue_and_poison_batches_end_to_end_while_good_events_flow(
-    settings: Settings, stack: tuple[Process, DagsterDev], secret: str, tmp_path: Path
+    settings: Settings, stack: tuple[ChildProcess, DagsterDev], secret: str, tmp_path: Path
 ) -> None:
     trigger, dagster = stack
     # Everything we start listens on loopback only (webserver, code server, daemon, trigger).

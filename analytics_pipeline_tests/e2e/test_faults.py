@@ -34,10 +34,23 @@ import pytest
 
 from analytics_pipeline import aws
 from analytics_pipeline.local.bootstrap import ensure_resources
+from analytics_pipeline.local.processes import ChildProcess
 from analytics_pipeline.local.stack import child_env
 from analytics_pipeline.settings import Settings
 from analytics_pipeline.warehouse.duckdb import DuckDBWarehouse
-from analytics_pipeline_tests.conftest import unique_settings_env
+from analytics_pipeline_testkit.environments import unique_settings_env
+from analytics_pipeline_testkit.processes import (
+    command_line,
+    descendants,
+    free_port,
+    graphql,
+    kill_tree_at_once,
+    pid_of_client,
+    server_answers,
+    wait_for,
+    wait_gone,
+)
+from analytics_pipeline_testkit.traffic import blob, track_event
 from analytics_pipeline_tests.e2e.fault_proxy import (
     Call,
     DelayResponse,
@@ -51,21 +64,6 @@ from analytics_pipeline_tests.e2e.fault_proxy import (
     received_messages,
     sent_batch_ids,
 )
-from analytics_pipeline_tests.e2e.processes import (
-    command_line,
-    descendants,
-    kill_tree_at_once,
-    pid_of_client,
-    wait_gone,
-)
-from analytics_pipeline_tests.e2e.stack import (
-    Process,
-    free_port,
-    graphql,
-    server_answers,
-    wait_for,
-)
-from analytics_pipeline_tests.test_local.traffic import blob, track_event
 
 pytestmark = pytest.mark.e2e
 
@@ -86,7 +84,7 @@ class Stack:
     direct: Settings  # the test's own AWS calls go straight to the emulator
     proxy: FaultProxy
     base_dir: Path
-    supervisor: Process | None = None
+    supervisor: ChildProcess | None = None
     port: int = 0
     starts: int = 0
 
@@ -95,11 +93,12 @@ class Stack:
         self.starts += 1
         env = child_env(self.settings)
         env["DAGSTER_DISABLE_TELEMETRY"] = "1"
-        self.supervisor = Process(
+        self.supervisor = ChildProcess(
+            "dev",
             [sys.executable, "-m", "analytics_pipeline.cli", "dev", "--port", str(self.port)],
-            env,
             self.base_dir / f"dev-{self.starts}.log",
-        )
+            env,
+        ).start()
         wait_for(self._ready, timeout=180, interval=1, what="analytics-pipeline dev")
 
     def _ready(self) -> bool:

@@ -22,12 +22,12 @@ import pytest
 from analytics_pipeline import aws
 from analytics_pipeline.client import Client
 from analytics_pipeline.local.bootstrap import ensure_resources
+from analytics_pipeline.local.processes import ChildProcess
 from analytics_pipeline.settings import Settings
 from analytics_pipeline.warehouse import open_warehouse
-from analytics_pipeline_tests.conftest import BigQueryEndpoint
-from analytics_pipeline_tests.e2e.stack import (
+from analytics_pipeline_testkit.environments import BigQueryEndpoint
+from analytics_pipeline_testkit.processes import (
     DagsterDev,
-    Process,
     free_port,
     start_trigger,
     wait_for,
@@ -182,7 +182,7 @@ def e2e_settings(request: pytest.FixtureRequest, aws_endpoint: str, tmp_path: Pa
 
 
 @pytest.fixture
-def running_stack(e2e_settings: Settings) -> Iterator[tuple[Process, DagsterDev]]:
+def running_stack(e2e_settings: Settings) -> Iterator[tuple[ChildProcess, DagsterDev]]:
     trigger = start_trigger(e2e_settings)
     dagster = DagsterDev(e2e_settings, free_port())
     try:
@@ -204,7 +204,7 @@ def _queue_empty(settings: Settings) -> bool:
 
 
 def test_events_flow_exactly_once_from_clients_to_the_warehouse(
-    e2e_settings: Settings, running_stack: tuple[Process, DagsterDev]
+    e2e_settings: Settings, running_stack: tuple[ChildProcess, DagsterDev]
 ) -> None:
     trigger, dagster = running_stack
     settings = e2e_settings

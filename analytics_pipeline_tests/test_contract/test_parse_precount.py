@@ -10,7 +10,7 @@ import msgspec
 
 from analytics_pipeline.contract import Limits
 from analytics_pipeline.contract.blob import PRECOUNT_MIN_COMMAS
-from analytics_pipeline_tests.test_contract.blobs import blob_bytes, parse, track
+from analytics_pipeline_testkit.blobs import blob_bytes, parse, track
 
 TRICKY = 'a,b "quoted, [with] {brackets}" \\ back\\slash ,,,'
 

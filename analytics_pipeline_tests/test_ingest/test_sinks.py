@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from analytics_pipeline.ingest.sinks import OutgoingMessage, SqsS3Sink, chunk_messages
-from analytics_pipeline_tests.test_ingest.doubles import FakeS3, FakeSqs
+from analytics_pipeline_testkit.doubles import FakeS3, FakeSqs
 
 
 def message(body: str, size: int | None = None) -> OutgoingMessage:

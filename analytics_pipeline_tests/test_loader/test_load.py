@@ -9,7 +9,7 @@ from analytics_pipeline.local.trigger import KinesisTrigger
 from analytics_pipeline.settings import Settings
 from analytics_pipeline.warehouse.base import StagedBatch
 from analytics_pipeline.warehouse.duckdb import DuckDBWarehouse
-from analytics_pipeline_tests.test_local.traffic import Traffic, put_mixed_traffic
+from analytics_pipeline_testkit.traffic import Traffic, put_mixed_traffic
 
 
 def _queue(settings: Settings) -> BatchQueue:

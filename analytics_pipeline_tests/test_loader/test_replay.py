@@ -38,8 +38,8 @@ from analytics_pipeline.local.bootstrap import ensure_resources
 from analytics_pipeline.settings import Settings
 from analytics_pipeline.warehouse.base import LoadResult, StagedBatch
 from analytics_pipeline.warehouse.duckdb import DuckDBWarehouse, WarehouseBusyError
-from analytics_pipeline_tests.conftest import unique_settings_env
-from analytics_pipeline_tests.e2e.stack import wait_for
+from analytics_pipeline_testkit.environments import unique_settings_env
+from analytics_pipeline_testkit.processes import wait_for
 
 MAX_RECEIVES = 2
 

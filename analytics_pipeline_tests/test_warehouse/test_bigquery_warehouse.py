@@ -30,8 +30,9 @@ from analytics_pipeline.warehouse import Warehouse, open_warehouse
 from analytics_pipeline.warehouse.bigquery import FENCE_TABLE, STAGING_PREFIX, BigQueryWarehouse
 from analytics_pipeline.warehouse.bigquery.schema import table_definition
 from analytics_pipeline.warehouse.tables import TABLE_COLUMNS, TABLE_LAYOUTS
-from analytics_pipeline_tests.conftest import BigQueryEndpoint, free_port
-from analytics_pipeline_tests.test_warehouse.builders import (
+from analytics_pipeline_testkit.environments import BigQueryEndpoint
+from analytics_pipeline_testkit.processes import free_port
+from analytics_pipeline_testkit.rows import (
     NOON,
     bigquery_warehouse_on,
     event,

@@ -16,7 +16,7 @@ import pytest
 
 from analytics_pipeline.warehouse.duckdb import DuckDBWarehouse, WarehouseBusyError
 from analytics_pipeline.warehouse.tables import SCHEMA
-from analytics_pipeline_tests.test_warehouse.builders import event, staged
+from analytics_pipeline_testkit.rows import event, staged
 
 HOLD_SECONDS = 2.0
 

@@ -18,7 +18,7 @@ from analytics_pipeline.settings import Settings
 from analytics_pipeline.warehouse import UnknownWarehouseError, open_warehouse
 from analytics_pipeline.warehouse.duckdb import DuckDBWarehouse
 from analytics_pipeline.warehouse.tables import ALL_TABLES, SCHEMA, TABLE_COLUMNS
-from analytics_pipeline_tests.test_warehouse.builders import NOON, event, staged
+from analytics_pipeline_testkit.rows import NOON, event, staged
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from analytics_pipeline.contract.rows import EventRow
 from analytics_pipeline.warehouse import Warehouse
 from analytics_pipeline.warehouse.bigquery import BigQueryWarehouse
 from analytics_pipeline.warehouse.duckdb import DuckDBWarehouse
-from analytics_pipeline_tests.test_warehouse.builders import (
+from analytics_pipeline_testkit.rows import (
     NOON,
     bigquery_warehouse_on,
     event,

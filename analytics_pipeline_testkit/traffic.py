@@ -1,9 +1,8 @@
-"""Test traffic for the ingest path: client blobs in, decoded SQS batches out."""
+"""Traffic through the real emulator: client blobs onto the stream, the stream read back, the
+batch queue drained and decoded."""
 
 from __future__ import annotations
 
-import gzip
-import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -12,9 +11,11 @@ from typing import Any
 
 from analytics_pipeline import aws
 from analytics_pipeline.contract import batches
-from analytics_pipeline.contract.batches import BatchHeader, BatchKind, Payload
+from analytics_pipeline.contract.batches import BatchHeader, BatchKind
 from analytics_pipeline.contract.rows import EventRow, QuarantineRow
+from analytics_pipeline.loader import BatchQueue
 from analytics_pipeline.settings import Settings
+from analytics_pipeline_testkit.blobs import blob_bytes
 
 
 def iso(moment: datetime) -> str:
@@ -35,10 +36,13 @@ def track_event(message_id: str | None = None, at: datetime | None = None) -> di
 def blob(
     events: list[dict[str, Any]], *, gzipped: bool = False, sent_at: datetime | None = None
 ) -> bytes:
-    sent = iso(sent_at or datetime.now(UTC))
-    data = json.dumps({"sentAt": sent, "context": {"app": {"name": "t"}}, "batch": events})
-    raw = data.encode()
-    return gzip.compress(raw) if gzipped else raw
+    """A client blob sent now (or at `sent_at`)."""
+    return blob_bytes(
+        events,
+        compress=gzipped,
+        sentAt=iso(sent_at or datetime.now(UTC)),
+        context={"app": {"name": "t"}},
+    )
 
 
 @dataclass
@@ -87,34 +91,21 @@ class Received:
 def drain_queue(settings: Settings, received: Received | None = None) -> Received:
     """Receive, decode and delete every visible batch message (inline or S3 pointer)."""
     received = received or Received()
-    sqs = aws.client("sqs", settings)
-    s3 = aws.client("s3", settings)
-    queue_url = sqs.get_queue_url(QueueName=settings.queue_name)["QueueUrl"]
+    queue = BatchQueue.for_settings(settings)
     while True:
-        messages = sqs.receive_message(
-            QueueUrl=queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
-        ).get("Messages", [])
+        messages = queue.receive(max_messages=10, visibility_timeout=30, first_wait_seconds=0)
         if not messages:
             return received
         for message in messages:
-            header = BatchHeader.from_message_attributes(message["MessageAttributes"])
-            if header.payload is Payload.S3:
-                pointer = batches.s3_pointer_from_body(message["Body"])
-                compressed = s3.get_object(Bucket=pointer.bucket, Key=pointer.key)["Body"].read()
-            else:
-                compressed = batches.body_from_inline(message["Body"])
-            ndjson = batches.decompress(compressed)
+            header = message.header
+            assert header is not None, message.error
+            ndjson = batches.decompress(queue.body(message))
             received.headers.append(header)
             if header.kind is BatchKind.EVENTS:
                 received.events += batches.decode_event_rows(ndjson)
             else:
                 received.quarantine += batches.decode_quarantine_rows(ndjson)
-        sqs.delete_message_batch(
-            QueueUrl=queue_url,
-            Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
-            ],
-        )
+        queue.delete_messages([message.receipt_handle for message in messages])
 
 
 def wait_for_message_ids(
@@ -129,3 +120,35 @@ def wait_for_message_ids(
             return received
         time.sleep(0.2)
     return received
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    shard_id: str
+    partition_key: str
+    data: bytes
+    arrived_at: datetime
+
+
+def read_stream(kinesis: Any, stream_name: str) -> list[StoredRecord]:
+    records: list[StoredRecord] = []
+    shards = kinesis.list_shards(StreamName=stream_name)["Shards"]
+    for shard in shards:
+        iterator = kinesis.get_shard_iterator(
+            StreamName=stream_name, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        while iterator:
+            page = kinesis.get_records(ShardIterator=iterator, Limit=1000)
+            records.extend(
+                StoredRecord(
+                    shard["ShardId"],
+                    record["PartitionKey"],
+                    record["Data"],
+                    record["ApproximateArrivalTimestamp"],
+                )
+                for record in page["Records"]
+            )
+            if not page["Records"] or page.get("MillisBehindLatest", 0) == 0:
+                break
+            iterator = page.get("NextShardIterator")
+    return records

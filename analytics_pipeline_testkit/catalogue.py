@@ -24,7 +24,7 @@ from typing import Any
 
 from analytics_pipeline.contract.limits import Limits
 from analytics_pipeline.contract.reasons import Reason
-from analytics_pipeline_tests.test_contract.blobs import batch_spans
+from analytics_pipeline_testkit.blobs import batch_spans
 
 ACCEPTED = "accepted"
 LIMITS = Limits()  # the documented defaults; the catalogue is judged against them
