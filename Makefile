@@ -8,11 +8,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: dev test lint bench fuzz clean
 
-$(STAMP): pyproject.toml constraints.txt Makefile
+$(STAMP): pyproject.toml testkit/pyproject.toml constraints.txt Makefile
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,bench]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,bench]' -e ./testkit
 	touch $(STAMP)
 
 # The BigQuery emulator (bqemulator) in a virtualenv of its own: it pins duckdb 1.5.5 and must

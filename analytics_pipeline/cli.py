@@ -12,6 +12,15 @@ import msgspec
 
 from analytics_pipeline.settings import Settings
 
+format_option = click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="A table for people, JSON for programs.",
+)
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
@@ -79,13 +88,7 @@ def trigger() -> None:
 
 
 @main.command()
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-)
+@format_option
 @click.argument("sql")
 def query(output_format: str, sql: str) -> None:
     """Run SQL on the configured warehouse (tables live in the `analytics` schema)."""
@@ -133,13 +136,7 @@ def dlq() -> None:
 
 
 @dlq.command("list")
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-)
+@format_option
 def dlq_list(output_format: str) -> None:
     """Each dead-lettered message: batch id, kind, day, rows, receives and the last load error."""
     from analytics_pipeline.loader.replay import dead_letters_for

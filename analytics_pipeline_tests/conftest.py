@@ -51,22 +51,33 @@ def pipeline_env(monkeypatch: pytest.MonkeyPatch) -> Callable[[Mapping[str, str]
 
 
 @pytest.fixture
-def pipeline_settings(
+def new_pipeline(
     aws_endpoint: str,
     tmp_path: Path,
     pipeline_env: Callable[[Mapping[str, str]], None],
-) -> Settings:
-    """Settings for a fresh pipeline (its own stream, queues, bucket) with its resources created.
+) -> Callable[..., Settings]:
+    """Settings for a fresh pipeline (its own stream, queues, bucket) with its resources created;
+    keyword arguments override settings (`ANALYTICS_QUEUE_MAX_RECEIVES="3"`).
 
     The same values are in os.environ, so `Settings.from_env()` inside the code under test (the
     Lambda handler) agrees with the test.
     """
-    env = unique_settings_env(aws_endpoint, tmp_path)
-    pipeline_env(env)
-    settings = Settings.from_env(env)
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    ensure_resources(settings)
-    return settings
+
+    def create(**overrides: str) -> Settings:
+        env = unique_settings_env(aws_endpoint, tmp_path, **overrides)
+        pipeline_env(env)
+        settings = Settings.from_env(env)
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        ensure_resources(settings)
+        return settings
+
+    return create
+
+
+@pytest.fixture
+def pipeline_settings(new_pipeline: Callable[..., Settings]) -> Settings:
+    """A fresh pipeline with the default settings (see `new_pipeline`)."""
+    return new_pipeline()
 
 
 @pytest.fixture

@@ -26,8 +26,9 @@ from pathlib import Path
 import duckdb
 import msgspec
 
-from analytics_pipeline.contract.batches import BatchKind, batch_id_for, compress, encode_rows
+from analytics_pipeline.contract.batches import BatchKind, batch_id_for, encode_rows
 from analytics_pipeline.contract.rows import EventRow
+from analytics_pipeline.ingest.packing import compress_batch
 from analytics_pipeline.warehouse.base import StagedBatch
 from analytics_pipeline.warehouse.duckdb import DuckDBWarehouse
 from analytics_pipeline.warehouse.tables import EVENT_TABLE_COLUMNS
@@ -80,7 +81,9 @@ def staged_batches(rows: list[EventRow], batch_rows: int) -> list[StagedBatch]:
         day = chunk[0].timestamp.date().isoformat()
         batch_id = batch_id_for(BatchKind.EVENTS, day, (row.message_id for row in chunk))
         batches.append(
-            StagedBatch(batch_id, BatchKind.EVENTS, day, len(chunk), compress(encode_rows(chunk)))
+            StagedBatch(
+                batch_id, BatchKind.EVENTS, day, len(chunk), compress_batch(encode_rows(chunk))
+            )
         )
     return batches
 

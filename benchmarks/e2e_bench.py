@@ -30,7 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from analytics_pipeline import aws
+from analytics_pipeline.loader import BatchQueue
 from analytics_pipeline.local.bootstrap import ensure_resources
 from analytics_pipeline.local.emulator import start_emulator
 from analytics_pipeline.local.processes import ChildProcess
@@ -295,8 +295,7 @@ def _observe(
     drain_timeout: float,
     sample_every: float,
 ) -> None:
-    sqs = aws.client("sqs", settings)
-    queue_url = sqs.get_queue_url(QueueName=settings.queue_name)["QueueUrl"]
+    queue = BatchQueue.for_settings(settings)
     warehouse = DuckDBWarehouse(settings.duckdb_path, open_timeout_seconds=30.0)
     meter = ProcessMeter(sessions)
     trigger_log = LogTail(settings.state_dir / "trigger.log")
@@ -315,10 +314,7 @@ def _observe(
         ages = _AGE.findall(trigger_log.read())
         if ages:
             iterator_age = int(ages[-1]) / 1000
-        attributes = sqs.get_queue_attributes(
-            QueueUrl=queue_url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )["Attributes"]
+        depth = queue.depth()
         if settings.duckdb_path.exists():
             polled_at = time.time()
             rows = warehouse.query(
@@ -336,8 +332,8 @@ def _observe(
                 seconds=time.time() - started,
                 sent=result.sent,
                 queryable=result.queryable,
-                sqs_visible=int(attributes["ApproximateNumberOfMessages"]),
-                sqs_in_flight=int(attributes["ApproximateNumberOfMessagesNotVisible"]),
+                sqs_visible=depth["visible"],
+                sqs_in_flight=depth["in_flight"],
                 iterator_age_seconds=iterator_age,
                 rss_mb=meter.sample(),
             )

@@ -18,7 +18,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import (
@@ -30,7 +30,7 @@ from botocore.exceptions import (
 )
 
 from analytics_pipeline.chunking import chunked
-from analytics_pipeline.client.consumer import OutgoingBlob
+from analytics_pipeline.client.event_queue import OutgoingBlob
 
 log = logging.getLogger(__name__)
 
@@ -71,40 +71,31 @@ class _Attempt:
         return len(self.data) + len(self.blob.partition_key.encode())
 
 
+@dataclass
 class KinesisSender:
-    def __init__(
-        self,
-        kinesis: Any,
-        stream_name: str,
-        *,
-        max_retries: int = 8,
-        backoff_base: float = 0.1,
-        backoff_cap: float = 5.0,
-        sleep: Callable[[float], None] = time.sleep,
-        on_put: Callable[[int, int], None] | None = None,
-    ) -> None:
-        """`on_put(records, failed_records)` is told about every PutRecords call (for counters)."""
-        self._kinesis = kinesis
-        self._stream_name = stream_name
-        self._max_retries = max_retries
-        self._backoff_base = backoff_base
-        self._backoff_cap = backoff_cap
-        self._sleep = sleep
-        self._on_put = on_put
-        self._random = random.Random()
+    """PutRecords for blobs; `on_put(records, failed_records)` hears of every call (counters)."""
+
+    kinesis: Any
+    stream_name: str
+    max_retries: int = 8
+    backoff_base: float = 0.1
+    backoff_cap: float = 5.0
+    sleep: Callable[[float], None] = time.sleep
+    on_put: Callable[[int, int], None] | None = None
+    _random: random.Random = field(default_factory=random.Random, repr=False)
 
     def backoff(self, retry: int) -> float:
         """Full jitter (AWS architecture blog): spreads retrying clients instead of syncing them."""
-        return self._random.uniform(0, min(self._backoff_cap, self._backoff_base * 2**retry))
+        return self._random.uniform(0, min(self.backoff_cap, self.backoff_base * 2**retry))
 
     def send(self, blobs: list[OutgoingBlob]) -> list[tuple[OutgoingBlob, Exception]]:
         """Send the blobs; returns the ones given up on, with why. Never raises."""
         pending = list(blobs)
         given_up: list[tuple[OutgoingBlob, Exception]] = []
         last_error: dict[int, tuple[str, str]] = {}
-        for attempt in range(self._max_retries + 1):
+        for attempt in range(self.max_retries + 1):
             if attempt:
-                self._sleep(self.backoff(attempt - 1))
+                self.sleep(self.backoff(attempt - 1))
             attempts = []
             for blob in pending:
                 blob.attempts += 1
@@ -136,7 +127,7 @@ class KinesisSender:
         """One PutRecords call; per record None (stored) or (retryable, code, message)."""
         records = [{"Data": item.data, "PartitionKey": item.blob.partition_key} for item in chunk]
         try:
-            response = self._kinesis.put_records(StreamName=self._stream_name, Records=records)
+            response = self.kinesis.put_records(StreamName=self.stream_name, Records=records)
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code", "ClientError")
             status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
@@ -163,5 +154,5 @@ class KinesisSender:
         return outcomes
 
     def _count(self, records: int, failed: int) -> None:
-        if self._on_put is not None:
-            self._on_put(records, failed)
+        if self.on_put is not None:
+            self.on_put(records, failed)

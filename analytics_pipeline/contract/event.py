@@ -25,7 +25,9 @@ _TIMESTAMP_PATHS = frozenset({"$.timestamp", "$.originalTimestamp", "$.sentAt"})
 _OPEN_BRACE = ord("{")
 
 
-class WireEvent(msgspec.Struct, rename="camel", gc=False):
+class _EventFields(msgspec.Struct, rename="camel", gc=False):
+    """Every event field but the timestamps, whose type depends on the decode path."""
+
     type: str | None = None
     event: str | None = None
     name: str | None = None
@@ -34,31 +36,23 @@ class WireEvent(msgspec.Struct, rename="camel", gc=False):
     anonymous_id: str | None = None
     group_id: str | None = None
     previous_id: str | None = None
+    properties: msgspec.Raw = NULL_JSON
+    traits: msgspec.Raw = NULL_JSON
+    context: msgspec.Raw = NULL_JSON
+
+
+class WireEvent(_EventFields, gc=False):
     timestamp: datetime | None = None
     original_timestamp: datetime | None = None
     sent_at: datetime | None = None
-    properties: msgspec.Raw = NULL_JSON
-    traits: msgspec.Raw = NULL_JSON
-    context: msgspec.Raw = NULL_JSON
 
 
-class _WireEventTextTimes(msgspec.Struct, rename="camel", gc=False):
+class _WireEventTextTimes(_EventFields, gc=False):
     """The slow path for timestamps msgspec's RFC 3339 parser refuses."""
 
-    type: str | None = None
-    event: str | None = None
-    name: str | None = None
-    message_id: str | None = None
-    user_id: str | None = None
-    anonymous_id: str | None = None
-    group_id: str | None = None
-    previous_id: str | None = None
     timestamp: str | None = None
     original_timestamp: str | None = None
     sent_at: str | None = None
-    properties: msgspec.Raw = NULL_JSON
-    traits: msgspec.Raw = NULL_JSON
-    context: msgspec.Raw = NULL_JSON
 
 
 class _MessageIdProbe(msgspec.Struct, rename="camel", gc=False):

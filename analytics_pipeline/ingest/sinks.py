@@ -44,26 +44,17 @@ def chunk_messages(
     )
 
 
+@dataclass
 class SqsS3Sink:
     """Writes through boto3 clients (real or emulated); re-sends only the entries SQS failed."""
 
-    def __init__(
-        self,
-        sqs: Any,
-        s3: Any,
-        queue_url: str,
-        bucket: str,
-        attempts: int = 4,
-        base_delay_seconds: float = 0.1,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.sqs = sqs
-        self.s3 = s3
-        self.queue_url = queue_url
-        self.bucket = bucket
-        self.attempts = attempts
-        self.base_delay_seconds = base_delay_seconds
-        self.sleep = sleep
+    sqs: Any
+    s3: Any
+    queue_url: str
+    bucket: str
+    attempts: int = 4  # of each partially failed entry
+    base_delay_seconds: float = 0.1
+    sleep: Callable[[float], None] = time.sleep
 
     def _backoff(self, attempt: int) -> None:
         self.sleep(min(self.base_delay_seconds * 2**attempt, 2.0))

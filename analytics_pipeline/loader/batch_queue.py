@@ -63,6 +63,12 @@ class ReceivedMessage:
     error: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict, repr=False)  # as SQS sent them
 
+    def batch_header(self) -> BatchHeader:
+        """The header, or why this message is not a batch this pipeline wrote."""
+        if self.header is None:
+            raise InvalidBatchMessage(self.error or "not a batch message")
+        return self.header
+
 
 class BatchQueue:
     """One SQS queue of batches plus the S3 bucket that holds staged and oversize bodies."""
@@ -122,19 +128,14 @@ class BatchQueue:
 
     def body(self, message: ReceivedMessage) -> bytes:
         """The batch's gzip NDJSON, inline in the message or behind its S3 pointer."""
-        header = message.header
-        if header is None:
-            raise InvalidBatchMessage(message.error or "not a batch message")
-        if header.payload is Payload.S3:
+        if message.batch_header().payload is Payload.S3:
             pointer = s3_pointer_from_body(message.body)
             return self.s3.get_object(Bucket=pointer.bucket, Key=pointer.key)["Body"].read()
         return body_from_inline(message.body)
 
     def stage(self, message: ReceivedMessage) -> BatchRef:
         """Make the body fetchable by reference; idempotent (same batch id, same key)."""
-        header = message.header
-        if header is None:
-            raise InvalidBatchMessage(message.error or "not a batch message")
+        header = message.batch_header()
         if header.payload is Payload.S3:
             pointer = s3_pointer_from_body(message.body)
             bucket, key, staged = pointer.bucket, pointer.key, False

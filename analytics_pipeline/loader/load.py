@@ -83,18 +83,7 @@ def load_refs(
         result.failed_batch_ids = sorted(kind_failed)
         for ref in kind_refs:
             if ref.batch_id in kind_failed:
-                record_failure(
-                    queue.s3,
-                    queue.bucket,
-                    batch_id=ref.batch_id,
-                    sqs_message_id=ref.sqs_message_id,
-                    receive_count=ref.receive_count,
-                    stage="load",
-                    error=kind_failed[ref.batch_id],
-                    kind=ref.kind,
-                    day=ref.day,
-                    row_count=ref.row_count,
-                )
+                record_failure(queue.s3, queue.bucket, ref, "load", kind_failed[ref.batch_id])
                 log.error("batch %s failed to load: %s", ref.batch_id, kind_failed[ref.batch_id])
         failed |= set(kind_failed)
         results[kind] = result

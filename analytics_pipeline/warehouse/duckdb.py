@@ -342,37 +342,37 @@ class DuckDBWarehouse:
     # -- aggregates ------------------------------------------------------------------------
 
     def refresh_daily_event_counts(self, day: date) -> int:
-        start, end = _day_bounds(day)
-        with self._transaction() as connection:
-            connection.execute(
-                f"DELETE FROM {_qualified(DAILY_EVENT_COUNTS_TABLE)} WHERE day = ?", [day]
-            )
-            row = connection.execute(
-                f"INSERT INTO {_qualified(DAILY_EVENT_COUNTS_TABLE)} "
-                "(day, type, event, events, users, updated_at) "
-                "SELECT ?::DATE, type, event, count(*), "
-                "count(DISTINCT coalesce(user_id, anonymous_id)), ? "
-                f"FROM {_qualified(EVENTS_TABLE)} "
-                'WHERE "timestamp" >= ? AND "timestamp" < ? GROUP BY type, event',
-                [day, _utc_now(), start, end],
-            ).fetchone()
-        return int(row[0]) if row else 0
+        return self._refresh_day(
+            DAILY_EVENT_COUNTS_TABLE,
+            day,
+            "(day, type, event, events, users, updated_at) "
+            "SELECT ?::DATE, type, event, count(*), "
+            "count(DISTINCT coalesce(user_id, anonymous_id)), ? "
+            f"FROM {_qualified(EVENTS_TABLE)} "
+            'WHERE "timestamp" >= ? AND "timestamp" < ? GROUP BY type, event',
+        )
 
     def refresh_daily_active_users(self, day: date) -> int:
         """One row per day that has events; a day without events gets no row."""
+        return self._refresh_day(
+            DAILY_ACTIVE_USERS_TABLE,
+            day,
+            "(day, active_users, identified_users, anonymous_users, updated_at) "
+            "SELECT ?::DATE, count(DISTINCT coalesce(user_id, anonymous_id)), "
+            "count(DISTINCT user_id), "
+            "count(DISTINCT anonymous_id) FILTER (WHERE user_id IS NULL), ? "
+            f"FROM {_qualified(EVENTS_TABLE)} "
+            'WHERE "timestamp" >= ? AND "timestamp" < ? HAVING count(*) > 0',
+        )
+
+    def _refresh_day(self, table: str, day: date, columns_and_select: str) -> int:
+        """Replace one day of an aggregate in a transaction; the SELECT takes (day, now, start,
+        end) as parameters. Returns the rows written."""
         start, end = _day_bounds(day)
         with self._transaction() as connection:
-            connection.execute(
-                f"DELETE FROM {_qualified(DAILY_ACTIVE_USERS_TABLE)} WHERE day = ?", [day]
-            )
+            connection.execute(f"DELETE FROM {_qualified(table)} WHERE day = ?", [day])
             row = connection.execute(
-                f"INSERT INTO {_qualified(DAILY_ACTIVE_USERS_TABLE)} "
-                "(day, active_users, identified_users, anonymous_users, updated_at) "
-                "SELECT ?::DATE, count(DISTINCT coalesce(user_id, anonymous_id)), "
-                "count(DISTINCT user_id), "
-                "count(DISTINCT anonymous_id) FILTER (WHERE user_id IS NULL), ? "
-                f"FROM {_qualified(EVENTS_TABLE)} "
-                'WHERE "timestamp" >= ? AND "timestamp" < ? HAVING count(*) > 0',
+                f"INSERT INTO {_qualified(table)} {columns_and_select}",
                 [day, _utc_now(), start, end],
             ).fetchone()
         return int(row[0]) if row else 0

@@ -13,20 +13,18 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
 from analytics_pipeline import aws
 from analytics_pipeline.contract.batches import BatchKind
 from analytics_pipeline.loader import BatchQueue, load_refs
-from analytics_pipeline.local.bootstrap import ensure_resources
 from analytics_pipeline.local.stack import child_env
 from analytics_pipeline.local.trigger import KinesisTrigger
 from analytics_pipeline.settings import Settings
 from analytics_pipeline.warehouse import LoadResult, Warehouse, open_warehouse
-from analytics_pipeline_testkit.environments import BigQueryEndpoint, unique_settings_env
+from analytics_pipeline_testkit.environments import BigQueryEndpoint
 from analytics_pipeline_testkit.processes import wait_for
 from analytics_pipeline_testkit.traffic import blob, put_mixed_traffic, track_event
 
@@ -73,30 +71,9 @@ CRASHING_LOADER = textwrap.dedent(
 
 @pytest.fixture
 def bigquery_pipeline(
-    aws_endpoint: str,
-    bigquery_endpoint: BigQueryEndpoint,
-    tmp_path: Path,
-    pipeline_env: Callable[[Mapping[str, str]], None],
+    new_pipeline: Callable[..., Settings], bigquery_endpoint: BigQueryEndpoint
 ) -> Settings:
-    env = unique_settings_env(
-        aws_endpoint,
-        tmp_path,
-        **bigquery_endpoint.settings_env(f"crash_{uuid.uuid4().hex[:10]}"),
-    )
-    pipeline_env(env)
-    settings = Settings.from_env(env)
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    ensure_resources(settings)
-    return settings
-
-
-def _queue(settings: Settings) -> BatchQueue:
-    return BatchQueue.connect(
-        aws.client("sqs", settings),
-        aws.client("s3", settings),
-        settings.queue_name,
-        settings.bucket,
-    )
+    return new_pipeline(**bigquery_endpoint.settings_env(f"crash_{uuid.uuid4().hex[:10]}"))
 
 
 def _message_counts(warehouse: Warehouse) -> dict[str, int]:
@@ -105,7 +82,7 @@ def _message_counts(warehouse: Warehouse) -> dict[str, int]:
 
 
 def _load_what_comes_back(settings: Settings, warehouse: Warehouse) -> dict[BatchKind, LoadResult]:
-    queue = _queue(settings)
+    queue = BatchQueue.for_settings(settings)
     wait_for(lambda: queue.depth()["visible"] > 0, timeout=60, interval=0.5, what="redelivery")
     refs = [queue.stage(m) for m in queue.receive(max_messages=100, visibility_timeout=120)]
     return load_refs(queue, warehouse, refs, settings.dedupe_window_days)
@@ -117,7 +94,7 @@ def test_a_load_killed_after_the_bigquery_commit_loads_each_message_once(
     settings = bigquery_pipeline
     traffic = put_mixed_traffic(settings, blobs=9)
     KinesisTrigger(settings).run_until_idle(timeout=60)
-    queue = _queue(settings)
+    queue = BatchQueue.for_settings(settings)
     messages = queue.depth()["visible"]
     assert messages > 0
 

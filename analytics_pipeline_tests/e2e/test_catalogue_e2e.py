@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from analytics_pipeline import aws
 from analytics_pipeline.client import Client
 from analytics_pipeline.contract import blob_quarantine_id, event_quarantine_id
 from analytics_pipeline.contract.batches import BatchHeader, BatchKind, Payload
-from analytics_pipeline.local.bootstrap import ensure_resources
+from analytics_pipeline.loader import BatchQueue
 from analytics_pipeline.local.processes import ChildProcess
 from analytics_pipeline.local.stack import child_env
 from analytics_pipeline.settings import Settings
@@ -45,11 +45,10 @@ from analytics_pipeline_testkit.catalogue import (
 )
 from analytics_pipeline_testkit.processes import (
     DagsterDev,
-    free_port,
     is_loopback,
     listening_addresses,
-    start_trigger,
-    wait_for,
+    running_stack,
+    wait_showing_logs,
 )
 
 pytestmark = pytest.mark.e2e
@@ -59,26 +58,13 @@ VISIBILITY_SECONDS = 20  # a poison message comes back quickly; a good batch loa
 
 
 @pytest.fixture
-def settings(aws_endpoint: str, tmp_path: Path) -> Settings:
-    name = f"cat-{uuid.uuid4().hex[:8]}"
-    settings = Settings.from_env(
-        {
-            "AWS_ENDPOINT_URL": aws_endpoint,
-            "ANALYTICS_STREAM_NAME": name,
-            "ANALYTICS_STREAM_SHARDS": "1",
-            "ANALYTICS_QUEUE_NAME": name,
-            "ANALYTICS_BUCKET": name,
-            "ANALYTICS_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
-            "ANALYTICS_STATE_DIR": str(tmp_path / "state"),
-            "DAGSTER_HOME": str(tmp_path / "dagster_home"),
-            "ANALYTICS_QUEUE_MAX_RECEIVES": str(MAX_RECEIVES),
-            "ANALYTICS_SQS_VISIBILITY_SECONDS": str(VISIBILITY_SECONDS),
-            "ANALYTICS_TRIGGER_POLL_SECONDS": "0.2",
-        }
+def settings(new_pipeline: Callable[..., Settings]) -> Settings:
+    return new_pipeline(
+        ANALYTICS_STREAM_SHARDS="1",
+        ANALYTICS_QUEUE_MAX_RECEIVES=str(MAX_RECEIVES),
+        ANALYTICS_SQS_VISIBILITY_SECONDS=str(VISIBILITY_SECONDS),
+        ANALYTICS_TRIGGER_POLL_SECONDS="0.2",
     )
-    settings.state_dir.mkdir(parents=True)
-    ensure_resources(settings)
-    return settings
 
 
 @pytest.fixture
@@ -92,14 +78,8 @@ def secret(monkeypatch: pytest.MonkeyPatch) -> str:
 
 @pytest.fixture
 def stack(settings: Settings, secret: str) -> Iterator[tuple[ChildProcess, DagsterDev]]:
-    trigger = start_trigger(settings)
-    dagster = DagsterDev(settings, free_port())
-    try:
-        dagster.wait_ready()
-        yield trigger, dagster
-    finally:
-        dagster.stop()
-        trigger.stop()
+    with running_stack(settings) as processes:
+        yield processes
 
 
 class GoodTraffic(threading.Thread):
@@ -166,14 +146,9 @@ def put_poison(settings: Settings) -> dict[str, str]:
     return expected
 
 
-def queue_counts(settings: Settings, name: str) -> int:
-    sqs = aws.client("sqs", settings)
-    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
-    attributes = sqs.get_queue_attributes(
-        QueueUrl=url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return sum(int(value) for value in attributes.values())
+def queue_counts(settings: Settings, dead_letters: bool = False) -> int:
+    """Messages waiting or in flight in the queue (or its dead-letter queue)."""
+    return sum(BatchQueue.for_settings(settings, dead_letters=dead_letters).depth().values())
 
 
 def test_the_catalogue_and_poison_batches_end_to_end_while_good_events_flow(
@@ -212,17 +187,13 @@ def test_the_catalogue_and_poison_batches_end_to_end_while_good_events_flow(
         seen = (
             counts.get("events", 0),
             counts.get("events_quarantine", 0),
-            queue_counts(settings, settings.queue_name),
-            queue_counts(settings, settings.dlq_name),
+            queue_counts(settings),
+            queue_counts(settings, dead_letters=True),
         )
         wanted = (len(expected_events), expected_quarantine, 0, len(poison))
         return seen if seen == wanted else None
 
-    try:
-        wait_for(settled, timeout=300, interval=2, what="events, quarantine, queue and DLQ")
-    except AssertionError:
-        print(trigger.tail(), dagster.tail(80), sep="\n----\n")
-        raise
+    wait_showing_logs(stack, settled, 300, what="events, quarantine, queue and DLQ")
 
     loaded = warehouse.query(
         "SELECT message_id, count(*) FROM analytics.events GROUP BY message_id"

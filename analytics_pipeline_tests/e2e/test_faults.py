@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 
 from analytics_pipeline import aws
+from analytics_pipeline.loader import BatchQueue
 from analytics_pipeline.local.bootstrap import ensure_resources
 from analytics_pipeline.local.processes import ChildProcess
 from analytics_pipeline.local.stack import child_env
@@ -134,20 +135,11 @@ class Stack:
 
     def queue_depths(self) -> tuple[int, int]:
         """(messages in the queue, visible or in flight; messages in the dead-letter queue)."""
-        sqs = aws.client("sqs", self.direct)
-
-        def depth(name: str) -> int:
-            url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
-            attributes = sqs.get_queue_attributes(
-                QueueUrl=url,
-                AttributeNames=[
-                    "ApproximateNumberOfMessages",
-                    "ApproximateNumberOfMessagesNotVisible",
-                ],
-            )["Attributes"]
-            return sum(int(value) for value in attributes.values())
-
-        return depth(self.direct.queue_name), depth(self.direct.dlq_name)
+        main, dead = (
+            sum(BatchQueue.for_settings(self.direct, dead_letters=dlq).depth().values())
+            for dlq in (False, True)
+        )
+        return main, dead
 
     def log_text(self, name: str) -> str:
         path = self.settings.state_dir / name

@@ -21,6 +21,7 @@ import pytest
 
 from analytics_pipeline import aws
 from analytics_pipeline.client import Client
+from analytics_pipeline.loader import BatchQueue
 from analytics_pipeline.local.bootstrap import ensure_resources
 from analytics_pipeline.local.processes import ChildProcess
 from analytics_pipeline.settings import Settings
@@ -28,9 +29,9 @@ from analytics_pipeline.warehouse import open_warehouse
 from analytics_pipeline_testkit.environments import BigQueryEndpoint
 from analytics_pipeline_testkit.processes import (
     DagsterDev,
-    free_port,
-    start_trigger,
+    running_stack,
     wait_for,
+    wait_showing_logs,
 )
 
 pytestmark = pytest.mark.e2e
@@ -182,31 +183,19 @@ def e2e_settings(request: pytest.FixtureRequest, aws_endpoint: str, tmp_path: Pa
 
 
 @pytest.fixture
-def running_stack(e2e_settings: Settings) -> Iterator[tuple[ChildProcess, DagsterDev]]:
-    trigger = start_trigger(e2e_settings)
-    dagster = DagsterDev(e2e_settings, free_port())
-    try:
-        dagster.wait_ready()
-        yield trigger, dagster
-    finally:
-        dagster.stop()
-        trigger.stop()
+def stack(e2e_settings: Settings) -> Iterator[tuple[ChildProcess, DagsterDev]]:
+    with running_stack(e2e_settings) as processes:
+        yield processes
 
 
 def _queue_empty(settings: Settings) -> bool:
-    sqs = aws.client("sqs", settings)
-    url = sqs.get_queue_url(QueueName=settings.queue_name)["QueueUrl"]
-    attributes = sqs.get_queue_attributes(
-        QueueUrl=url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return all(int(value) == 0 for value in attributes.values())
+    return not any(BatchQueue.for_settings(settings).depth().values())
 
 
 def test_events_flow_exactly_once_from_clients_to_the_warehouse(
-    e2e_settings: Settings, running_stack: tuple[ChildProcess, DagsterDev]
+    e2e_settings: Settings, stack: tuple[ChildProcess, DagsterDev]
 ) -> None:
-    trigger, dagster = running_stack
+    trigger, dagster = stack
     settings = e2e_settings
     traffic = send_traffic(settings)
     warehouse = open_warehouse(settings)
@@ -221,11 +210,7 @@ def test_events_flow_exactly_once_from_clients_to_the_warehouse(
         seen = (counts.get("events", 0), counts.get("events_quarantine", 0))
         return seen if seen == expected and _queue_empty(settings) else None
 
-    try:
-        wait_for(loaded, timeout=240, interval=2, what="every event loaded and the queue empty")
-    except AssertionError:
-        print(trigger.tail(), dagster.tail(80), sep="\n----\n")
-        raise
+    wait_showing_logs(stack, loaded, 240, what="every event loaded and the queue empty")
 
     events = warehouse.query(
         "SELECT message_id, count(*) FROM analytics.events GROUP BY message_id"

@@ -12,15 +12,6 @@ from analytics_pipeline.warehouse.duckdb import DuckDBWarehouse
 from analytics_pipeline_testkit.traffic import Traffic, put_mixed_traffic
 
 
-def _queue(settings: Settings) -> BatchQueue:
-    return BatchQueue.connect(
-        aws.client("sqs", settings),
-        aws.client("s3", settings),
-        settings.queue_name,
-        settings.bucket,
-    )
-
-
 def _fill_queue(settings: Settings) -> Traffic:
     traffic = put_mixed_traffic(settings, blobs=9)
     KinesisTrigger(settings).run_until_idle(timeout=60)
@@ -34,7 +25,7 @@ def _counts(warehouse: DuckDBWarehouse) -> tuple[int, int]:
 
 def test_a_crash_between_commit_and_delete_loads_nothing_twice(pipeline_settings: Settings) -> None:
     traffic = _fill_queue(pipeline_settings)
-    queue = _queue(pipeline_settings)
+    queue = BatchQueue.for_settings(pipeline_settings)
     warehouse = DuckDBWarehouse(pipeline_settings.duckdb_path)
     warehouse.ensure_schema()
 
@@ -75,7 +66,7 @@ def test_load_refs_loads_every_valid_event_once_and_empties_the_queue(
     pipeline_settings: Settings,
 ) -> None:
     traffic = _fill_queue(pipeline_settings)
-    queue = _queue(pipeline_settings)
+    queue = BatchQueue.for_settings(pipeline_settings)
     warehouse = DuckDBWarehouse(pipeline_settings.duckdb_path)
     warehouse.ensure_schema()
     refs = [queue.stage(m) for m in queue.receive(max_messages=100, visibility_timeout=60)]
@@ -91,7 +82,7 @@ def test_load_refs_loads_every_valid_event_once_and_empties_the_queue(
 
 def test_drain_day_takes_its_day_and_releases_the_rest(pipeline_settings: Settings) -> None:
     _fill_queue(pipeline_settings)
-    queue = _queue(pipeline_settings)
+    queue = BatchQueue.for_settings(pipeline_settings)
     yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
 
     mine = drain_day(queue, yesterday, {BatchKind.EVENTS}, max_messages=100, visibility_timeout=60)

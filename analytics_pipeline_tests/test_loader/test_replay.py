@@ -34,31 +34,19 @@ from analytics_pipeline.loader.replay import (
     replay_payload,
     replay_quarantine_for,
 )
-from analytics_pipeline.local.bootstrap import ensure_resources
 from analytics_pipeline.settings import Settings
 from analytics_pipeline.warehouse.base import LoadResult, StagedBatch
 from analytics_pipeline.warehouse.duckdb import DuckDBWarehouse, WarehouseBusyError
-from analytics_pipeline_testkit.environments import unique_settings_env
 from analytics_pipeline_testkit.processes import wait_for
 
 MAX_RECEIVES = 2
 
 
 @pytest.fixture
-def settings(
-    aws_endpoint: str, tmp_path: Path, pipeline_env: Callable[[Mapping[str, str]], None]
-) -> Settings:
-    env = unique_settings_env(
-        aws_endpoint,
-        tmp_path,
-        ANALYTICS_QUEUE_MAX_RECEIVES=str(MAX_RECEIVES),
-        ANALYTICS_MAX_EVENTS_PER_BLOB="10",
+def settings(new_pipeline: Callable[..., Settings]) -> Settings:
+    return new_pipeline(
+        ANALYTICS_QUEUE_MAX_RECEIVES=str(MAX_RECEIVES), ANALYTICS_MAX_EVENTS_PER_BLOB="10"
     )
-    pipeline_env(env)
-    settings = Settings.from_env(env)
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    ensure_resources(settings)
-    return settings
 
 
 def iso(moment: datetime) -> str:
@@ -113,25 +101,16 @@ class BrokenWarehouse(DuckDBWarehouse):
         return super().load_batches(batches, dedupe_window_days)
 
 
-def queue_of(settings: Settings) -> BatchQueue:
-    return BatchQueue.connect(
-        aws.client("sqs", settings),
-        aws.client("s3", settings),
-        settings.queue_name,
-        settings.bucket,
-    )
-
-
 def run_once(settings: Settings, warehouse: DuckDBWarehouse) -> dict[BatchKind, LoadResult]:
     """What one sensor tick plus its run does: receive, stage, load, delete."""
-    queue = queue_of(settings)
+    queue = BatchQueue.for_settings(settings)
     refs = [queue.stage(m) for m in queue.receive(max_messages=100, visibility_timeout=1)]
     return load_refs(queue, warehouse, refs, dedupe_window_days=7) if refs else {}
 
 
 def run_until_queue_empty(settings: Settings, warehouse: DuckDBWarehouse) -> int:
     """Runs until SQS has nothing left (failed batches come back after 1 s, then dead-letter)."""
-    queue = queue_of(settings)
+    queue = BatchQueue.for_settings(settings)
     runs = 0
     while queue.depth() != {"visible": 0, "in_flight": 0}:
         run_once(settings, warehouse)
@@ -167,7 +146,7 @@ def test_poison_batches_reach_the_dlq_without_blocking_and_replay_loads_them_onc
     broken: set[str] = set()
     warehouse = BrokenWarehouse(settings.duckdb_path, broken)
     # The second blob's batch: make the warehouse refuse it (a bug to be fixed later).
-    queue = queue_of(settings)
+    queue = BatchQueue.for_settings(settings)
     waiting = queue.receive(max_messages=100, visibility_timeout=1)
     refused_id = next(
         m.header.batch_id for m in waiting if m.header and m.header.batch_id != corrupt_id
@@ -319,7 +298,7 @@ class LockedWarehouse(DuckDBWarehouse):
 
 def test_a_transient_error_fails_the_whole_load_and_isolates_nothing(settings: Settings) -> None:
     ingest(settings, [[event("t-1")], [event("t-2")]])
-    queue = queue_of(settings)
+    queue = BatchQueue.for_settings(settings)
     refs = [queue.stage(m) for m in queue.receive(max_messages=100, visibility_timeout=30)]
     assert refs
 

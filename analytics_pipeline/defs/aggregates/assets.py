@@ -41,21 +41,25 @@ def _aggregate_asset(
     return _asset
 
 
+# name -> (description, how the warehouse refreshes one day of it)
+AGGREGATES: dict[str, tuple[str, Callable[[Warehouse, date], int]]] = {
+    "daily_event_counts": (
+        "Events and distinct users per day, type and event name.",
+        lambda store, day: store.refresh_daily_event_counts(day),
+    ),
+    "daily_active_users": (
+        "Distinct active users per day (identified and anonymous).",
+        lambda store, day: store.refresh_daily_active_users(day),
+    ),
+}
+
+
 def aggregates_definitions(
     settings: Settings, partitions_def: dg.PartitionsDefinition
 ) -> dg.Definitions:
-    daily_event_counts = _aggregate_asset(
-        "daily_event_counts",
-        "Events and distinct users per day, type and event name.",
-        lambda store, day: store.refresh_daily_event_counts(day),
-        settings,
-        partitions_def,
+    return dg.Definitions(
+        assets=[
+            _aggregate_asset(name, description, refresh, settings, partitions_def)
+            for name, (description, refresh) in AGGREGATES.items()
+        ]
     )
-    daily_active_users = _aggregate_asset(
-        "daily_active_users",
-        "Distinct active users per day (identified and anonymous).",
-        lambda store, day: store.refresh_daily_active_users(day),
-        settings,
-        partitions_def,
-    )
-    return dg.Definitions(assets=[daily_event_counts, daily_active_users])

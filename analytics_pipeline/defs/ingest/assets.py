@@ -4,9 +4,10 @@ One op loads both `events` and `events_quarantine`: a batch message is loaded an
 once, whichever table its rows go to. Each micro-batch is one more materialization of its day.
 """
 
-from datetime import date
+import typing
 
 import dagster as dg
+import pydantic
 from pydantic import Field
 
 from analytics_pipeline.contract.batches import BatchKind
@@ -26,23 +27,16 @@ ASSET_BY_KIND = {kind: key for key, kind in KIND_BY_ASSET.items()}
 COUNTS_RECONCILE_CHECK = "counts_reconcile"
 
 
-class BatchMessage(dg.Config):
-    """One SQS message to load (a `BatchRef`); the sensor fills these in."""
-
-    sqs_message_id: str
-    receipt_handle: str
-    receive_count: int
-    batch_id: str
-    kind: str
-    day: str
-    row_count: int
-    bucket: str
-    key: str
-    staged: bool
+# One SQS message to load: a `BatchRef`, field for field (the sensor fills these in).
+BatchMessage = pydantic.create_model(
+    "BatchMessage",
+    __base__=dg.Config,
+    **{name: (kind, ...) for name, kind in typing.get_type_hints(BatchRef).items()},
+)
 
 
 class LoadBatchesConfig(dg.Config):
-    messages: list[BatchMessage] = Field(
+    messages: list[BatchMessage] = Field(  # type: ignore[valid-type]
         default=[],
         description="Batches to load. Empty (a run started from the UI): drain the queue of this "
         "partition's batches.",
@@ -154,10 +148,6 @@ def load_batches_asset(
             )
 
     return load_batches
-
-
-def _day(partition_key: str) -> date:
-    return date.fromisoformat(partition_key)
 
 
 def _metadata(result: LoadResult, quarantined: LoadResult) -> dict[str, float | int]:

@@ -83,13 +83,7 @@ def sqs_batches_sensor(
         for message in received:
             if message.header is None:
                 record_failure(
-                    queue.s3,
-                    queue.bucket,
-                    batch_id=None,
-                    sqs_message_id=message.message_id,
-                    receive_count=message.receive_count,
-                    stage="stage",
-                    error=message.error or "not a batch message",
+                    queue.s3, queue.bucket, message, "stage", message.error or "not a batch message"
                 )
                 context.log.warning(
                     "message %s is not a batch (%s); it will reach the dead-letter queue after "
@@ -102,19 +96,8 @@ def sqs_batches_sensor(
             try:
                 refs.append(queue.stage(message))
             except Exception as error:  # one bad body must not fail the tick for every batch
-                header = message.header
-                record_failure(
-                    queue.s3,
-                    queue.bucket,
-                    batch_id=header.batch_id,
-                    sqs_message_id=message.message_id,
-                    receive_count=message.receive_count,
-                    stage="stage",
-                    error=error,
-                    kind=header.kind.value,
-                    day=header.day,
-                    row_count=header.row_count,
-                )
+                header = message.batch_header()
+                record_failure(queue.s3, queue.bucket, message, "stage", error)
                 context.log.warning(
                     "batch %s could not be staged (%s); it will reach the dead-letter queue",
                     header.batch_id,

@@ -19,7 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psutil
@@ -48,6 +48,21 @@ def wait_for(
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
+
+
+def wait_showing_logs(
+    processes: tuple[ChildProcess, ...],
+    condition: Callable[[], Any],
+    timeout: float,
+    what: str,
+    interval: float = 2.0,
+) -> Any:
+    """`wait_for`, printing the end of each process's log when it times out (for the report)."""
+    try:
+        return wait_for(condition, timeout, interval=interval, what=what)
+    except AssertionError:
+        print(*(process.tail(80) for process in processes), sep="\n----\n")
+        raise
 
 
 # -- the stack's processes ------------------------------------------------------------------
@@ -85,6 +100,19 @@ class DagsterDev(ChildProcess):
 
     def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
         return graphql(self.url, query, variables)
+
+
+@contextlib.contextmanager
+def running_stack(settings: Settings) -> Iterator[tuple[ChildProcess, DagsterDev]]:
+    """The trigger poller and `dagster dev` (ready to answer) for `settings`; both stopped after."""
+    trigger = start_trigger(settings)
+    dagster = DagsterDev(settings, free_port())
+    try:
+        dagster.wait_ready()
+        yield trigger, dagster
+    finally:
+        dagster.stop()
+        trigger.stop()
 
 
 def server_answers(url: str) -> bool:

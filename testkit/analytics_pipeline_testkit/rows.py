@@ -9,8 +9,9 @@ from typing import Any
 
 import msgspec
 
-from analytics_pipeline.contract.batches import BatchKind, batch_id_for, compress, encode_rows
+from analytics_pipeline.contract.batches import BatchKind, batch_id_for, encode_rows
 from analytics_pipeline.contract.rows import EventRow, QuarantineRow
+from analytics_pipeline.ingest.packing import compress_batch
 from analytics_pipeline.warehouse.base import StagedBatch
 from analytics_pipeline.warehouse.bigquery import BigQueryConfig, BigQueryWarehouse
 
@@ -75,7 +76,7 @@ def staged(
         kind=kind,
         day=day,
         row_count=len(rows) if row_count is None else row_count,
-        ndjson_gz=compress(encode_rows(rows)),
+        ndjson_gz=compress_batch(encode_rows(rows)),
     )
 
 
