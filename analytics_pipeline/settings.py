@@ -133,6 +133,25 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
         "0.5",
         "Pause between polls of an idle shard (local trigger).",
     ),
+    "ANALYTICS_COLLECTOR_HOST": (
+        "127.0.0.1",
+        "Address the HTTP collector (Segment-compatible API) listens on.",
+    ),
+    "ANALYTICS_COLLECTOR_PORT": ("8088", "Port of the HTTP collector."),
+    "ANALYTICS_WRITE_KEYS": (
+        "local-write-key=local",
+        "Write keys the collector accepts, comma-separated `key` or `key=source` (the source "
+        "name stored with the events in `context.source`; a bare key is named by its hash).",
+    ),
+    "ANALYTICS_COLLECTOR_MAX_INFLIGHT_BYTES": (
+        "67108864",
+        "Request bytes one collector worker holds at once (bodies being read, records waiting "
+        "for Kinesis); beyond it requests get 503 with Retry-After.",
+    ),
+    "ANALYTICS_COLLECTOR_READ_TIMEOUT_SECONDS": (
+        "10",
+        "Time a client has to send its whole request body before the collector answers 408.",
+    ),
 }
 
 
@@ -181,6 +200,11 @@ class Settings:
     future_tolerance_seconds: int
     trigger_batch_size: int
     trigger_poll_seconds: float
+    collector_host: str
+    collector_port: int
+    write_keys: str
+    collector_max_inflight_bytes: int
+    collector_read_timeout_seconds: float
 
     @property
     def dlq_name(self) -> str:
@@ -245,6 +269,11 @@ class Settings:
             future_tolerance_seconds=int(get("ANALYTICS_FUTURE_TOLERANCE_SECONDS")),
             trigger_batch_size=int(get("ANALYTICS_TRIGGER_BATCH_SIZE")),
             trigger_poll_seconds=float(get("ANALYTICS_TRIGGER_POLL_SECONDS")),
+            collector_host=get("ANALYTICS_COLLECTOR_HOST"),
+            collector_port=int(get("ANALYTICS_COLLECTOR_PORT")),
+            write_keys=get("ANALYTICS_WRITE_KEYS"),
+            collector_max_inflight_bytes=int(get("ANALYTICS_COLLECTOR_MAX_INFLIGHT_BYTES")),
+            collector_read_timeout_seconds=float(get("ANALYTICS_COLLECTOR_READ_TIMEOUT_SECONDS")),
         )
 
 
@@ -286,5 +315,10 @@ ENV_BY_FIELD: dict[str, str] = {
     "future_tolerance_seconds": "ANALYTICS_FUTURE_TOLERANCE_SECONDS",
     "trigger_batch_size": "ANALYTICS_TRIGGER_BATCH_SIZE",
     "trigger_poll_seconds": "ANALYTICS_TRIGGER_POLL_SECONDS",
+    "collector_host": "ANALYTICS_COLLECTOR_HOST",
+    "collector_port": "ANALYTICS_COLLECTOR_PORT",
+    "write_keys": "ANALYTICS_WRITE_KEYS",
+    "collector_max_inflight_bytes": "ANALYTICS_COLLECTOR_MAX_INFLIGHT_BYTES",
+    "collector_read_timeout_seconds": "ANALYTICS_COLLECTOR_READ_TIMEOUT_SECONDS",
 }
 SETTING_FIELDS = tuple(f.name for f in fields(Settings))

@@ -19,7 +19,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from botocore.exceptions import (
     ClientError,
@@ -28,8 +28,6 @@ from botocore.exceptions import (
 from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
-
-from analytics_pipeline.client.consumer import OutgoingBlob
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +49,19 @@ RETRYABLE_CALL_ERRORS = RETRYABLE_RECORD_ERRORS | {
 }
 
 
+class Sendable(Protocol):
+    """One Kinesis record to send: the SDK's blob of one device, or a collector request's."""
+
+    attempts: int
+
+    @property
+    def partition_key(self) -> str: ...
+
+    def encode(self) -> bytes:
+        """The record data for this attempt."""
+        ...
+
+
 class SendError(Exception):
     """A blob was given up on; `code` is the last Kinesis error code (or the exception's name)."""
 
@@ -62,7 +73,7 @@ class SendError(Exception):
 
 @dataclass
 class _Attempt:
-    blob: OutgoingBlob
+    blob: Sendable
     data: bytes
 
     @property
@@ -96,10 +107,10 @@ class KinesisSender:
         """Full jitter (AWS architecture blog): spreads retrying clients instead of syncing them."""
         return self._random.uniform(0, min(self._backoff_cap, self._backoff_base * 2**retry))
 
-    def send(self, blobs: list[OutgoingBlob]) -> list[tuple[OutgoingBlob, Exception]]:
+    def send(self, blobs: list[Sendable]) -> list[tuple[Sendable, Exception]]:
         """Send the blobs; returns the ones given up on, with why. Never raises."""
         pending = list(blobs)
-        given_up: list[tuple[OutgoingBlob, Exception]] = []
+        given_up: list[tuple[Sendable, Exception]] = []
         last_error: dict[int, tuple[str, str]] = {}
         for attempt in range(self._max_retries + 1):
             if attempt:
@@ -108,7 +119,7 @@ class KinesisSender:
             for blob in pending:
                 blob.attempts += 1
                 attempts.append(_Attempt(blob, blob.encode()))
-            retry: list[OutgoingBlob] = []
+            retry: list[Sendable] = []
             for chunk in _chunks(attempts):
                 for attempt_, outcome in zip(chunk, self._put(chunk), strict=True):
                     if outcome is None:

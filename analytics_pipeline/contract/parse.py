@@ -349,6 +349,28 @@ def _nesting_depth_exceeds(text: bytes, max_depth: int) -> bool:
     return bool(projection)
 
 
+class GzipRejected(ValueError):
+    """Gzip `gunzip` refused: `reason` is BLOB_GZIP_INVALID or BLOB_DECOMPRESSED_TOO_LARGE."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+def gunzip(data: bytes, cap: int) -> bytes:
+    """The blob rules for gzip (every member, never more than `cap` + 1 bytes inflated) for
+    other readers of client bytes: the HTTP collector's request bodies."""
+    try:
+        return _gunzip(data, cap)
+    except _BlobRejected as rejection:
+        raise GzipRejected(rejection.reason, rejection.detail) from None
+
+
+def nesting_depth_exceeds(text: bytes, max_depth: int) -> bool:
+    """Whether valid JSON `text` nests deeper than `max_depth` (the blob rule, at C speed)."""
+    return _nesting_depth_exceeds(text, max_depth)
+
+
 def _blob_quarantine(
     data: bytes, rejection: _BlobRejected, received_at: datetime, source: str
 ) -> QuarantineRow:

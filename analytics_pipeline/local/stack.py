@@ -1,10 +1,10 @@
 """`analytics-pipeline dev`: the whole local pipeline as a few supervised processes.
 
 emulator (reused when one already answers, so AWS state can outlive a pipeline restart) ->
-Kinesis trigger poller -> `dagster dev` (webserver, daemon, code server, run workers) ->
-optionally the traffic simulator. Every child runs in its own session so that stopping its
-process group stops its whole tree; a child that dies unexpectedly is restarted, except
-`dagster dev` whose exit ends the stack.
+Kinesis trigger poller -> HTTP collector -> `dagster dev` (webserver, daemon, code server, run
+workers) -> optionally the traffic simulator. Every child runs in its own session so that
+stopping its process group stops its whole tree; a child that dies unexpectedly is restarted,
+except `dagster dev` whose exit ends the stack.
 """
 
 from __future__ import annotations
@@ -132,6 +132,12 @@ def run_dev(settings: Settings, *, port: int, simulate_rate: float | None, say=p
             settings.state_dir / "trigger.log",
         ),
         Child(
+            "collector",
+            [python, "-m", "analytics_pipeline.cli", "collector"],
+            env,
+            settings.state_dir / "collector.log",
+        ),
+        Child(
             "dagster",
             dagster_dev_command(port),
             env,
@@ -161,6 +167,10 @@ def run_dev(settings: Settings, *, port: int, simulate_rate: float | None, say=p
         say(
             f"{child.name}: pid {child.process.pid if child.process else '?'}, log {child.log_path}"
         )
+    say(
+        f"Collector (Segment HTTP API): http://{settings.collector_host}:"
+        f"{settings.collector_port}/v1"
+    )
     say(f"Dagster UI: http://127.0.0.1:{port}  (Ctrl-C stops everything this command started)")
 
     exit_code = 0
