@@ -52,6 +52,7 @@ ROUTES = frozenset(EVENT_TYPE_BY_ROUTE) | BATCH_ROUTES
 JSON_MEDIA_TYPES = frozenset({"", "application/json", "text/plain"})  # analytics.js: text/plain
 OVERLOADED_RETRY_AFTER_SECONDS = 1
 CORS_ALLOWED_HEADERS = ("Authorization", "Content-Type", "Content-Encoding", "X-Retry-Count")
+_UNREAD_BODY_CODES = frozenset({"request_timeout", "batch_too_large"})
 _SUCCESS = b'{"success":true}'
 _ENCODER = msgspec.json.Encoder()
 
@@ -120,7 +121,13 @@ class Collector:
                 self.budget.give(reserve)
         except RequestRejected as rejection:
             self.stats[rejection.code] += 1
-            return error_response(rejection.status, rejection.code, rejection.message)
+            return error_response(
+                rejection.status,
+                rejection.code,
+                rejection.message,
+                # Part of the body may still be on its way: close rather than read it all.
+                close=rejection.code in _UNREAD_BODY_CODES,
+            )
         except KinesisRefused as refusal:
             code = "throttled" if refusal.throttled else "unavailable"
             self.stats[code] += 1
@@ -214,9 +221,16 @@ class Collector:
 
 
 def error_response(
-    status: int, code: str, message: str, retry_after_seconds: int | None = None
+    status: int,
+    code: str,
+    message: str,
+    retry_after_seconds: int | None = None,
+    *,
+    close: bool = False,
 ) -> Response:
-    headers = {"Retry-After": str(retry_after_seconds)} if retry_after_seconds else None
+    headers = {"Retry-After": str(retry_after_seconds)} if retry_after_seconds else {}
+    if close:
+        headers["Connection"] = "close"
     return Response(
         _ENCODER.encode({"code": code, "message": message}),
         status,
