@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 WRITER_THREADS = 4  # calls in flight at once: one slow call must not hold up the others
 BOTO_CONFIG = Config(
-    retries={"max_attempts": 2, "mode": "standard"},
+    retries={"total_max_attempts": 2, "mode": "standard"},  # one retry
     connect_timeout=2,
     read_timeout=3,
     max_pool_connections=WRITER_THREADS,

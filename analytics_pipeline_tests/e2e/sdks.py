@@ -24,6 +24,10 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+# Imported here, not in the threads that use them (concurrent first imports of `requests` race).
+from rudderstack.analytics import Client as RudderClient
+from segment.analytics import Client as SegmentClient
+
 JS_DIR = Path(__file__).resolve().parents[1] / "js"
 ANALYTICS_JS = JS_DIR / "node_modules/@segment/analytics-next/dist/umd/index.js"
 CHROMIUM = "/usr/bin/chromium"
@@ -90,12 +94,11 @@ def calls_for(sdk: str, run: str, tracks: int = 3) -> list[Call]:
 
 def send_python(sdk: str, host: str, write_key: str, calls: list[Call]) -> list[str]:
     """Through the SDK's client (its own queue, consumer thread and retries); the errors."""
-    if sdk == "segment-python":
-        from segment.analytics import Client
-    else:
-        from rudderstack.analytics import Client
+    client_class = SegmentClient if sdk == "segment-python" else RudderClient
     errors: list[str] = []
-    client = Client(write_key, host=host, on_error=lambda error, _: errors.append(repr(error)))
+    client = client_class(
+        write_key, host=host, on_error=lambda error, _: errors.append(repr(error))
+    )
     for call in calls:
         kwargs = {
             "message_id": call.messageId,
