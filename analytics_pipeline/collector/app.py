@@ -216,7 +216,13 @@ class Collector:
     async def health(self, request: Request) -> Response:
         """Liveness of this worker (not of Kinesis: a load balancer must keep routing to us
         during an outage, so that SDKs get 503 + Retry-After rather than a proxy's error)."""
-        body = {"status": "ok", "in_flight_bytes": self.budget.held, **self.stats}
+        body = {
+            "status": "ok",
+            "in_flight_bytes": self.budget.held,
+            "kinesis_calls": self.writer.calls,
+            "kinesis_records": self.writer.records,
+            **self.stats,
+        }
         return Response(_ENCODER.encode(body), 200, media_type="application/json")
 
 

@@ -38,7 +38,7 @@ from analytics_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
-WRITER_THREADS = 4  # calls in flight at once: one slow call must not hold up the others
+WRITER_THREADS = 2  # calls in flight at once: one slow call must not hold up the others
 BOTO_CONFIG = Config(
     retries={"total_max_attempts": 2, "mode": "standard"},  # one retry
     connect_timeout=2,
@@ -98,6 +98,9 @@ class RecordWriter:
             threading.Thread(target=self._run, name=f"kinesis-writer-{n}", daemon=True)
             for n in range(threads)
         ]
+        self.calls = 0  # PutRecords calls made, and the records they carried (for /health)
+        self.records = 0
+        self._counting = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RecordWriter:
@@ -149,6 +152,9 @@ class RecordWriter:
                 return
 
     def _send(self, records: list[_Record]) -> None:
+        with self._counting:
+            self.calls += 1
+            self.records += len(records)
         try:
             failed = self._sender.send(records)  # type: ignore[arg-type]
         except Exception as error:  # never leave a request waiting

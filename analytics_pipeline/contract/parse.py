@@ -366,11 +366,6 @@ def gunzip(data: bytes, cap: int) -> bytes:
         raise GzipRejected(rejection.reason, rejection.detail) from None
 
 
-def nesting_depth_exceeds(text: bytes, max_depth: int) -> bool:
-    """Whether valid JSON `text` nests deeper than `max_depth` (the blob rule, at C speed)."""
-    return _nesting_depth_exceeds(text, max_depth)
-
-
 def _blob_quarantine(
     data: bytes, rejection: _BlobRejected, received_at: datetime, source: str
 ) -> QuarantineRow:

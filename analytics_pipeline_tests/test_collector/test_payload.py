@@ -17,7 +17,7 @@ from analytics_pipeline.collector.payload import (
     decode_request,
     request_text,
 )
-from analytics_pipeline.contract import DEFAULT_LIMITS, parse_blob
+from analytics_pipeline.contract import DEFAULT_LIMITS, Reason, parse_blob
 from analytics_pipeline_tests.test_collector.helpers import basic_auth
 
 SOURCE = parse_write_keys("k=web")["k"]
@@ -175,9 +175,8 @@ def test_bodies_that_cannot_be_read(body: bytes, encoding: str, status: int, cod
         (b'{"batch": [], "context": 7}', "batch", "invalid_request"),
         (b'{"batch": [], "sentAt": 1}', "batch", "invalid_request"),
         (b'"an event"', "track", "invalid_request"),
-        (b'{"batch": [' + b"[" * 65 + b"]" * 65 + b"]}", "batch", "nesting_too_deep"),
         (b'{"batch": [' + b"[" * 10_000 + b"]" * 10_000 + b"]}", "batch", "nesting_too_deep"),
-        (b'{"properties": ' + b"[" * 70 + b"]" * 70 + b"}", "track", "nesting_too_deep"),
+        (b'{"properties": ' + b"[" * 10_000 + b"]" * 10_000 + b"}", "track", "nesting_too_deep"),
     ],
 )
 def test_requests_refused_whole(body: bytes, route: str, code: str) -> None:
@@ -203,6 +202,25 @@ def test_events_the_lambda_must_judge_pass_through() -> None:
         b'{"type": "purchase"}',
     ]
     assert payload.write_key is None
+
+
+def test_nesting_over_the_contract_limit_is_left_to_the_lambda() -> None:
+    """Readable JSON deeper than the contract's limit passes; the Lambda quarantines the blob."""
+    payload = decode({"batch": [event(properties={"deep": json.loads("[" * 70 + "]" * 70)})]})
+    received_at = datetime(2026, 11, 29, 12, 0, 6, tzinfo=UTC)
+    result = parse_blob(payload.blob(SOURCE), received_at=received_at, source="kinesis:test")
+    assert [row.reason for row in result.rejected] == [Reason.BLOB_NESTING_TOO_DEEP.value]
+
+
+def test_a_body_naming_the_key_once_copies_every_event_untouched() -> None:
+    """The SDKs' usual body (`writeKey` at the top, a campaign `source` in events): no event
+    is re-encoded unless it holds a key the collector must drop."""
+    campaign = {"library": {"name": "x"}, "campaign": {"source": "newsletter"}}
+    text = json.dumps({"writeKey": "k", "batch": [event(context=campaign)] * 2}).encode()
+    payload = decode(text)
+    assert payload.write_key == "k"
+    assert all(bytes(raw) in text for raw in payload.events)
+    assert json.loads(payload.blob(SOURCE))["batch"][0]["context"] == campaign
 
 
 def test_an_empty_batch_has_nothing_to_write() -> None:
