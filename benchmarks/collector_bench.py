@@ -84,13 +84,14 @@ def process_tree(pid: int) -> list[int]:
     return found
 
 
-def pin(pid: int, core: int) -> None:
-    """Every thread of `pid` and of its children onto one core."""
-    if os.cpu_count() and os.cpu_count() > core:
+def pin(pid: int, core: int | set[int]) -> None:
+    """Every thread of `pid` and of its children onto one core (or a set of cores)."""
+    cores = {core} if isinstance(core, int) else core
+    if os.cpu_count() and os.cpu_count() > max(cores):
         for member in process_tree(pid):
             for task in Path(f"/proc/{member}/task").iterdir():  # every thread
                 with contextlib.suppress(ProcessLookupError):  # a thread that just ended
-                    os.sched_setaffinity(int(task.name), {core})
+                    os.sched_setaffinity(int(task.name), cores)
 
 
 def sdk_bodies(count: int, events: int, seed: int = 11) -> list[bytes]:
@@ -351,6 +352,14 @@ def main(argv: list[str] | None = None) -> BenchResult:
     )
     arguments = parser.parse_args(argv)
 
+    own_cores = os.sched_getaffinity(0)
+    try:
+        return _run(arguments)
+    finally:
+        pin(os.getpid(), own_cores)  # e.g. a test process must not stay on one core
+
+
+def _run(arguments: argparse.Namespace) -> BenchResult:
     with tempfile.TemporaryDirectory(prefix="collector-bench-") as folder:
         base = Path(folder)
         emulator = start_emulator(free_port(), base / "emulator.log")
