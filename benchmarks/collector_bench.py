@@ -15,7 +15,9 @@ nor the generator's is counted against it; the wall-clock rate is printed beside
 3. latency: an open loop at `--rate` requests/s for `--seconds` (each request's clock starts at
    its scheduled time, so a stall counts against every request it delays): p50, p99, max;
 4. `--profile`: py-spy samples the collector (GIL holder only) during a second throughput run;
-   the functions holding it longest are printed.
+   the functions holding it longest are printed;
+5. the Lambda's `parse_blob` on the collector's blobs and on the same events without a blob
+   context: the downstream price of `context.source`, which the Lambda merges into each event.
 
 Run: .venv/bin/python -m benchmarks.collector_bench [--requests 4000] [--rate 1000] [--profile]
 """
@@ -236,6 +238,7 @@ class BenchResult:
     ceilings: dict[str, float] = field(default_factory=dict)  # label -> events per CPU-second
     latency: dict[str, float] = field(default_factory=dict)
     profile: list[tuple[str, float]] = field(default_factory=list)
+    lambda_parse: dict[str, float] = field(default_factory=dict)  # label -> events/s
 
 
 def measure_throughput(
@@ -296,6 +299,37 @@ def measure_ceiling(settings: Settings, bodies: list[bytes], requests: int, per_
     if pending:
         sender.send(pending)  # type: ignore[arg-type]
     return events / (time.process_time() - started)
+
+
+def lambda_parse_rates(bodies: list[bytes], rounds: int = 3) -> dict[str, float]:
+    """The Lambda's parser on the collector's blobs, and on the same events without a blob
+    context: what storing `context.source` (merged into every event) costs downstream."""
+    from datetime import UTC, datetime
+
+    from analytics_pipeline.contract import DEFAULT_LIMITS, parse_blob
+
+    source = parse_write_keys(f"{WRITE_KEY}=bench")[WRITE_KEY]
+    collector_blobs, plain_blobs = [], []
+    for body in bodies:
+        payload = decode_request(request_text(body, None, DEFAULT_LIMITS), "batch", DEFAULT_LIMITS)
+        collector_blobs.append(compress_batch(payload.blob(source)))
+        decoded = json.loads(body)
+        plain = {"sentAt": decoded["sentAt"], "batch": decoded["batch"]}
+        plain_blobs.append(compress_batch(json.dumps(plain).encode()))
+    received_at = datetime(2026, 11, 29, 12, 0, 6, tzinfo=UTC)
+    rates = {}
+    for label, blobs in (
+        ("with context.source", collector_blobs),
+        ("no blob context", plain_blobs),
+    ):
+        best = 0.0
+        for _ in range(rounds):
+            started, events = time.process_time(), 0
+            for blob in blobs:
+                events += len(parse_blob(blob, received_at=received_at, source="bench").accepted)
+            best = max(best, events / (time.process_time() - started))
+        rates[label] = best
+    return rates
 
 
 def profile_collector(pid: int, seconds: float, run: Any, out: Path) -> list[tuple[str, float]]:
@@ -468,6 +502,11 @@ def _run(arguments: argparse.Namespace) -> BenchResult:
             emulator.stop()
     ratio = throughput.per_core / max(result.ceilings.values())
     print(f"collector per core / best ceiling: {ratio:.2f}")
+    result.lambda_parse = lambda_parse_rates(bodies)
+    print(
+        "the Lambda's parse_blob on these blobs: "
+        + ", ".join(f"{label} {rate:,.0f} events/s" for label, rate in result.lambda_parse.items())
+    )
     return result
 
 
