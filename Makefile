@@ -24,10 +24,23 @@ $(BQ_STAMP): $(STAMP) constraints-bqemulator.txt
 	rm -f $(BQ_STAMP)
 	$(BIN)/python -m analytics_pipeline.local.bigquery_emulator install --venv $(BQ_VENV)
 
+# The npm SDKs the collector tests drive (@segment/analytics-node, analytics.js), from the lock.
+JS_DIR := analytics_pipeline_tests/js
+JS_STAMP := $(JS_DIR)/node_modules/.package-lock.json
+
+$(JS_STAMP): $(JS_DIR)/package.json $(JS_DIR)/package-lock.json
+	cd $(JS_DIR) && npm ci --no-audit --no-fund
+
+# Debian's chromium for the analytics.js test (Playwright drives it; no browser download).
+CHROMIUM := /usr/bin/chromium
+
+$(CHROMIUM):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
 dev: $(STAMP)
 	$(BIN)/analytics-pipeline dev --simulate
 
-test: $(STAMP) $(BQ_STAMP) lint
+test: $(STAMP) $(BQ_STAMP) $(JS_STAMP) $(CHROMIUM) lint
 	$(BIN)/pytest
 
 lint: $(STAMP)

@@ -88,6 +88,17 @@ def trigger() -> None:
 
 
 @main.command()
+@click.option(
+    "--workers", type=int, default=1, show_default=True, help="Worker processes (a core each)."
+)
+def collector(workers: int) -> None:
+    """Serve the Segment-compatible HTTP API on ANALYTICS_COLLECTOR_HOST:PORT, into Kinesis."""
+    from analytics_pipeline.collector.app import serve
+
+    serve(Settings.from_env(), workers=workers)
+
+
+@main.command()
 @format_option
 @click.argument("sql")
 def query(output_format: str, sql: str) -> None:

@@ -192,6 +192,29 @@ class Settings:
         "0.5",
         "Pause between polls of an idle shard (local trigger).",
     )
+    collector_host: str = setting(
+        "ANALYTICS_COLLECTOR_HOST",
+        "127.0.0.1",
+        "Address the HTTP collector (Segment-compatible API) listens on.",
+    )
+    collector_port: int = setting("ANALYTICS_COLLECTOR_PORT", "8088", "Port of the HTTP collector.")
+    write_keys: str = setting(
+        "ANALYTICS_WRITE_KEYS",
+        "local-write-key=local",
+        "Write keys the collector accepts, comma-separated `key` or `key=source` (the source "
+        "name stored with the events in `context.source`; a bare key is named by its hash).",
+    )
+    collector_max_inflight_bytes: int = setting(
+        "ANALYTICS_COLLECTOR_MAX_INFLIGHT_BYTES",
+        "67108864",
+        "Request bytes one collector worker holds at once (bodies being read, records waiting "
+        "for Kinesis); beyond it requests get 503 with Retry-After.",
+    )
+    collector_read_timeout_seconds: float = setting(
+        "ANALYTICS_COLLECTOR_READ_TIMEOUT_SECONDS",
+        "10",
+        "Time a client has to send its whole request body before the collector answers 408.",
+    )
 
     @property
     def dlq_name(self) -> str:

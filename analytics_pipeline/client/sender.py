@@ -19,7 +19,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from botocore.exceptions import (
     ClientError,
@@ -30,7 +30,6 @@ from botocore.exceptions import (
 )
 
 from analytics_pipeline.chunking import chunked
-from analytics_pipeline.client.event_queue import OutgoingBlob
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +51,19 @@ RETRYABLE_CALL_ERRORS = RETRYABLE_RECORD_ERRORS | {
 }
 
 
+class Sendable(Protocol):
+    """One Kinesis record to send: the SDK's blob of one device, or a collector request's."""
+
+    attempts: int
+
+    @property
+    def partition_key(self) -> str: ...
+
+    def encode(self) -> bytes:
+        """The record data for this attempt."""
+        ...
+
+
 class SendError(Exception):
     """A blob was given up on; `code` is the last Kinesis error code (or the exception's name)."""
 
@@ -63,7 +75,7 @@ class SendError(Exception):
 
 @dataclass
 class _Attempt:
-    blob: OutgoingBlob
+    blob: Sendable
     data: bytes
 
     @property
@@ -88,10 +100,10 @@ class KinesisSender:
         """Full jitter (AWS architecture blog): spreads retrying clients instead of syncing them."""
         return self._random.uniform(0, min(self.backoff_cap, self.backoff_base * 2**retry))
 
-    def send(self, blobs: list[OutgoingBlob]) -> list[tuple[OutgoingBlob, Exception]]:
+    def send(self, blobs: list[Sendable]) -> list[tuple[Sendable, Exception]]:
         """Send the blobs; returns the ones given up on, with why. Never raises."""
         pending = list(blobs)
-        given_up: list[tuple[OutgoingBlob, Exception]] = []
+        given_up: list[tuple[Sendable, Exception]] = []
         last_error: dict[int, tuple[str, str]] = {}
         for attempt in range(self.max_retries + 1):
             if attempt:
@@ -100,7 +112,7 @@ class KinesisSender:
             for blob in pending:
                 blob.attempts += 1
                 attempts.append(_Attempt(blob, blob.encode()))
-            retry: list[OutgoingBlob] = []
+            retry: list[Sendable] = []
             # Calls of at most 500 records and 5 MiB (data plus partition keys).
             for chunk in chunked(
                 attempts, MAX_RECORDS_PER_CALL, MAX_BYTES_PER_CALL, weight=lambda a: a.size

@@ -69,7 +69,7 @@ def decode_blob(data: bytes, limits: Limits) -> Blob:
             Reason.BLOB_TOO_LARGE,
             f"blob is {len(data)} bytes; the limit is {limits.max_blob_bytes}",
         )
-    text = _gunzip(data, limits.max_decompressed_bytes) if data[:2] == GZIP_MAGIC else data
+    text = gunzip(data, limits.max_decompressed_bytes) if data[:2] == GZIP_MAGIC else data
     # msgspec does not validate UTF-8 inside spans it keeps as Raw, so check it here;
     # isascii() is a word-at-a-time scan, the decode only runs for non-ASCII blobs.
     if not text.isascii():
@@ -129,8 +129,11 @@ def decode_blob(data: bytes, limits: Limits) -> Blob:
     )
 
 
-def _gunzip(data: bytes, cap: int) -> bytes:
-    """Decompress every gzip member, never producing more than `cap` + 1 bytes in total."""
+def gunzip(data: bytes, cap: int) -> bytes:
+    """Decompress every gzip member, never producing more than `cap` + 1 bytes in total.
+
+    The blob rules for gzip, for every reader of client bytes (the Lambda, and the HTTP
+    collector's request bodies); a refusal is a `BlobRejected` with its reason."""
     parts: list[bytes] = []
     total = 0
     remaining = data

@@ -1,10 +1,10 @@
 """`analytics-pipeline dev`: the whole local pipeline as a few supervised processes.
 
 emulator (reused when one already answers, so AWS state can outlive a pipeline restart) ->
-Kinesis trigger poller -> `dagster dev` (webserver, daemon, code server, run workers) ->
-optionally the traffic simulator. Every child runs in its own session so that stopping its
-process group stops its whole tree; a child that dies unexpectedly is restarted, except
-`dagster dev` whose exit ends the stack.
+Kinesis trigger poller -> HTTP collector -> `dagster dev` (webserver, daemon, code server, run
+workers) -> optionally the traffic simulator. Every child runs in its own session so that
+stopping its process group stops its whole tree; a child that dies unexpectedly is restarted,
+except `dagster dev` whose exit ends the stack.
 """
 
 from __future__ import annotations
@@ -107,6 +107,12 @@ def _supervise(
             env,
         ),
         Child(
+            "collector",
+            [python, "-m", "analytics_pipeline.cli", "collector"],
+            settings.state_dir / "collector.log",
+            env,
+        ),
+        Child(
             "dagster",
             dagster_dev_command(port),
             settings.state_dir / "dagster.log",
@@ -134,6 +140,10 @@ def _supervise(
     for child in children:
         child.start()
         say(f"{child.name}: pid {child.pid}, log {child.log_path}")
+    say(
+        f"Collector (Segment HTTP API): http://{settings.collector_host}:"
+        f"{settings.collector_port}/v1"
+    )
     say(f"Dagster UI: http://127.0.0.1:{port}  (Ctrl-C stops everything this command started)")
 
     exit_code = 0

@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -45,7 +46,9 @@ from analytics_pipeline_testkit.processes import (
     descendants,
     free_port,
     graphql,
+    is_loopback,
     kill_tree_at_once,
+    listening_addresses,
     pid_of_client,
     server_answers,
     wait_for,
@@ -308,6 +311,30 @@ def settle(
 
 
 # -- scenarios -------------------------------------------------------------------------------
+
+
+def test_dev_serves_the_collector_on_loopback(stack: Stack) -> None:
+    """`dev` starts the HTTP collector beside the rest and prints its URL (127.0.0.1:8088 by
+    default; here the free port the test configured)."""
+    url = f"http://127.0.0.1:{stack.settings.collector_port}"
+    assert (Settings.from_env({}).collector_host, Settings.from_env({}).collector_port) == (
+        "127.0.0.1",
+        8088,
+    )
+    wait_for(lambda: http_status(f"{url}/health") == 200, 60, 0.5, "the collector of dev")
+    assert f"Collector (Segment HTTP API): {url}/v1" in stack.supervisor.log_path.read_text()
+    collector = [p for p in stack.pipeline_pids() if command_line(p).endswith("cli collector")]
+    assert len(collector) == 1
+    addresses = listening_addresses(collector[0])
+    assert addresses and all(is_loopback(address) for address, _ in addresses), addresses
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status
+    except OSError:
+        return 0
 
 
 def test_trigger_killed_mid_batch_is_restarted_and_skips_nothing(stack: Stack) -> None:

@@ -6,6 +6,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from analytics_pipeline_testkit.processes import free_port
+
 
 def unique_settings_env(endpoint: str, base_dir: Path, **overrides: str) -> dict[str, str]:
     """Environment for a pipeline of its own: unique AWS names, state under `base_dir`."""
@@ -21,6 +23,7 @@ def unique_settings_env(endpoint: str, base_dir: Path, **overrides: str) -> dict
         "ANALYTICS_DUCKDB_PATH": str(base_dir / "warehouse.duckdb"),
         "DAGSTER_HOME": str(base_dir / "dagster_home"),
         "ANALYTICS_TRIGGER_POLL_SECONDS": "0.05",
+        "ANALYTICS_COLLECTOR_PORT": str(free_port()),  # `dev` starts a collector too
     }
     env.update(overrides)
     return env

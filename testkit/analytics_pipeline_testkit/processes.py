@@ -20,6 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -113,6 +114,43 @@ def running_stack(settings: Settings) -> Iterator[tuple[ChildProcess, DagsterDev
     finally:
         dagster.stop()
         trigger.stop()
+
+
+class CollectorServer(ChildProcess):
+    """`analytics-pipeline collector` (uvicorn on 127.0.0.1, the settings' collector port)."""
+
+    def __init__(self, settings: Settings, log_path: Path, workers: int = 1) -> None:
+        command = [sys.executable, "-m", "analytics_pipeline.cli", "collector"]
+        super().__init__("collector", [*command, "--workers", str(workers)], log_path)
+        self.env = child_env(settings)
+        self.settings = settings
+        self.url = f"http://127.0.0.1:{settings.collector_port}"
+        self.start()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        def answering() -> bool:
+            if not self.alive():
+                raise AssertionError(f"the collector exited:\n{self.tail()}")
+            try:
+                return get_json(f"{self.url}/health", timeout=1)[0] == 200
+            except OSError:
+                return False
+
+        wait_for(answering, timeout, interval=0.1, what="the collector's /health")
+
+    def health(self) -> dict[str, Any]:
+        status, body = get_json(f"{self.url}/health")
+        assert status == 200, body
+        return body
+
+
+def get_json(url: str, timeout: float = 2.0) -> tuple[int, Any]:
+    """(status, decoded JSON body) of a GET, error statuses included."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
 
 
 def server_answers(url: str) -> bool:

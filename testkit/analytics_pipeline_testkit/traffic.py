@@ -16,6 +16,7 @@ from analytics_pipeline.contract.rows import EventRow, QuarantineRow
 from analytics_pipeline.loader import BatchQueue
 from analytics_pipeline.settings import Settings
 from analytics_pipeline_testkit.blobs import blob_bytes
+from analytics_pipeline_testkit.doubles import decode_blob
 
 
 def iso(moment: datetime) -> str:
@@ -152,3 +153,11 @@ def read_stream(kinesis: Any, stream_name: str) -> list[StoredRecord]:
                 break
             iterator = page.get("NextShardIterator")
     return records
+
+
+def read_blobs(settings: Settings) -> list[dict[str, Any]]:
+    """Every record on the stream, decoded as a client blob (gzip detected by magic bytes)."""
+    return [
+        decode_blob(record.data)
+        for record in read_stream(aws.client("kinesis", settings), settings.stream_name)
+    ]
