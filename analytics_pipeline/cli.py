@@ -182,6 +182,27 @@ def dlq_replay(batch_ids: tuple[str, ...]) -> None:
 
 
 @main.group()
+def loader() -> None:
+    """The loader's store (the key index, the batch ledger and intents, outside the warehouse)."""
+
+
+@loader.command("rebuild")
+def loader_rebuild() -> None:
+    """Rebuild a lost store from the warehouse (stop the load loop first: it holds the store).
+
+    Reads back what was loaded within the retention (ANALYTICS_LATE_ARRIVAL_DAYS + 1 days);
+    on BigQuery that is one scan of those partitions' keys, billed once.
+    """
+    from analytics_pipeline.loader.rebuild import rebuild_store
+
+    counts = rebuild_store(Settings.from_env())
+    click.echo(
+        f"store rebuilt: {counts['event']} events, {counts['quarantine']} quarantine rows, "
+        f"{counts['batch']} batches"
+    )
+
+
+@main.group()
 def quarantine() -> None:
     """The quarantine table: rejected events and blobs, with a reason code."""
 

@@ -120,40 +120,44 @@ class Settings:
     )
     sqs_visibility_seconds: int = setting(
         "ANALYTICS_SQS_VISIBILITY_SECONDS",
-        "300",
-        "Visibility timeout the sensor receives with: longer than queue wait plus run time.",
+        "60",
+        "Visibility timeout the loader receives with: longer than one load takes. A message a "
+        "dead loader held comes back after it.",
     )
     sensor_interval_seconds: int = setting(
         "ANALYTICS_SENSOR_INTERVAL_SECONDS",
         "1",
-        "Minimum seconds between sensor evaluations. Dagster's daemon looks at sensors every 5 s, "
-        "so 1 means every look (~5 s); 5 skips every other one (~10 s, measured).",
+        "Minimum seconds between evaluations of the sensor that keeps the load loop running. "
+        "Dagster's daemon looks at sensors every 5 s, so 1 means every look.",
     )
-    sensor_max_messages: int = setting(
-        "ANALYTICS_SENSOR_MAX_MESSAGES",
-        "500",
-        "Most SQS messages one sensor evaluation receives (keeps a tick well under 60 s).",
+    load_max_messages: int = setting(
+        "ANALYTICS_LOAD_MAX_MESSAGES",
+        "100",
+        "Most SQS messages one load takes (it loads what waits as soon as one arrives).",
     )
-    aggregate_cron: str = setting(
-        "ANALYTICS_AGGREGATE_CRON",
-        "* * * * *",
-        "Cooldown of the aggregates: a day whose events changed refreshes at most once a tick.",
+    loop_seconds: int = setting(
+        "ANALYTICS_LOOP_SECONDS",
+        "1800",
+        "How long one load loop run lasts before the sensor starts the next (a run per "
+        "window keeps run logs and run history readable).",
+    )
+    loader_state_dir: Path = setting(
+        "ANALYTICS_LOADER_STATE_DIR",
+        ".analytics-pipeline/loader",
+        "The loader's store (key index, batch ledger, intents), a folder per queue, on the disk "
+        "of the host that runs the load loop. Losing it: see `analytics-pipeline loader rebuild`.",
     )
     duplicate_check_cron: str = setting(
         "ANALYTICS_DUPLICATE_CHECK_CRON",
-        "0 * * * *",
-        "How often the `no_duplicate_message_ids` check re-scans days whose events changed.",
+        "0 4 * * *",
+        "How often the `no_duplicate_message_ids` safety net re-scans days whose events changed "
+        "(on BigQuery each scan of a day bills its `message_id` column).",
     )
     warehouse_lock_wait_seconds: float = setting(
         "ANALYTICS_WAREHOUSE_LOCK_WAIT_SECONDS",
         "120",
         "How long a DuckDB operation waits for the file lock another process holds before it "
         "fails (a failed load is retried and its SQS messages come back).",
-    )
-    dedupe_window_days: int = setting(
-        "ANALYTICS_DEDUPE_WINDOW_DAYS",
-        "7",
-        "How far back the loader looks for an already loaded messageId.",
     )
     max_blob_bytes: int = setting(
         "ANALYTICS_MAX_BLOB_BYTES", "1048576", "Largest Kinesis record (compressed blob) accepted."
@@ -219,6 +223,16 @@ class Settings:
     @property
     def dlq_name(self) -> str:
         return f"{self.queue_name}-dlq"
+
+    @property
+    def loader_store_dir(self) -> Path:
+        """The store of this pipeline's queue (one loader per queue)."""
+        return self.loader_state_dir / self.queue_name
+
+    @property
+    def loader_retention_days(self) -> int:
+        """Keys live as long as a copy can still be accepted: the late-arrival window, + 1."""
+        return self.late_arrival_days + 1
 
     def to_env(self) -> dict[str, str]:
         """The environment that reproduces these settings in a child process."""

@@ -7,6 +7,7 @@ from click.testing import CliRunner
 from analytics_pipeline.cli import main
 from analytics_pipeline.settings import Settings
 from analytics_pipeline.warehouse.duckdb import DuckDBWarehouse
+from analytics_pipeline_testkit.loading import load_once
 from analytics_pipeline_testkit.rows import event, staged
 
 
@@ -14,7 +15,7 @@ def _load_three_events(settings: Settings) -> None:
     warehouse = DuckDBWarehouse(settings.duckdb_path)
     warehouse.ensure_schema()
     rows = [event("m-1"), event("m-2", name="Feed Scrolled"), event("m-3")]
-    warehouse.load_batches([staged(rows)], dedupe_window_days=7)
+    load_once(warehouse, [staged(rows)], settings.loader_store_dir)
 
 
 def test_query_prints_a_table_and_json(pipeline_settings: Settings) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 from botocore.exceptions import ClientError
 
-from analytics_pipeline.loader.batch_queue import BatchRef, ReceivedMessage
+from analytics_pipeline.loader.batch_queue import ReceivedMessage
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class LoadFailure(msgspec.Struct, kw_only=True):
     day: str | None = None
     row_count: int | None = None
     receive_count: int
-    stage: str  # "stage" (the sensor could not stage the body) or "load" (the warehouse load)
+    stage: str  # "load": reading the body or the warehouse load failed
     error: str
     failed_at: str
 
@@ -43,21 +43,16 @@ def failure_key(batch_id: str | None, sqs_message_id: str) -> str:
 
 
 def record_failure(
-    s3: Any, bucket: str, origin: ReceivedMessage | BatchRef, stage: str, error: BaseException | str
+    s3: Any, bucket: str, origin: ReceivedMessage, stage: str, error: BaseException | str
 ) -> LoadFailure:
-    """Write the failure record of a received message or a staged batch; never raises (a
-    failure to record must not hide the failure)."""
+    """Write the failure record of a received message; never raises (a failure to record must
+    not hide the failure)."""
     text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-    if isinstance(origin, BatchRef):
-        message_id = origin.sqs_message_id
-        batch = {"batch_id": origin.batch_id, "kind": origin.kind, "day": origin.day}
-        batch["row_count"] = origin.row_count
-    else:
-        message_id, header = origin.message_id, origin.header
-        batch = {"batch_id": None}
-        if header is not None:
-            batch = {"batch_id": header.batch_id, "kind": header.kind.value, "day": header.day}
-            batch["row_count"] = header.row_count
+    message_id, header = origin.message_id, origin.header
+    batch: dict[str, Any] = {"batch_id": None}
+    if header is not None:
+        batch = {"batch_id": header.batch_id, "kind": header.kind.value, "day": header.day}
+        batch["row_count"] = header.row_count
     failure = LoadFailure(
         **batch,
         sqs_message_id=message_id,

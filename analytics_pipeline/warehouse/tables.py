@@ -74,6 +74,7 @@ LOADED_BATCHES_COLUMNS: tuple[Column, ...] = (
     Column("rows_inserted", "BIGINT"),
     Column("duplicates_skipped", "BIGINT"),
     Column("loaded_at", "TIMESTAMP", not_null=True),
+    Column("load_id", "VARCHAR"),  # the load that committed it (the loader's recovery asks)
 )
 
 DAILY_EVENT_COUNTS_COLUMNS: tuple[Column, ...] = (

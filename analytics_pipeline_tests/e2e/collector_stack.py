@@ -3,8 +3,8 @@ loader -> DuckDB.
 
 Real processes where production has processes: the collector (`analytics-pipeline collector`,
 uvicorn) and the Kinesis trigger poller running the real Lambda handler, both against the
-session's emulator over HTTP. The loader is the code a Dagster run calls (`BatchQueue` +
-`load_refs` into `DuckDBWarehouse`), run here in the test process: `dagster dev` adds ~10 s and
+session's emulator over HTTP. The loader is the code the load loop runs (`open_loader`, its
+store, into `DuckDBWarehouse`), run here in the test process: `dagster dev` adds ~10 s and
 700 MB per module and nothing this path needs (its sensor and runs have tests of their own).
 The collector may reach AWS through a fault proxy; the trigger and the loader never do.
 """
@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from analytics_pipeline.loader import BatchQueue, load_refs
+from analytics_pipeline.loader import BatchQueue
+from analytics_pipeline.loader.loop import open_loader
 from analytics_pipeline.local.bootstrap import ensure_resources
 from analytics_pipeline.local.processes import ChildProcess
 from analytics_pipeline.settings import Settings
@@ -87,13 +88,12 @@ class CollectorStack:
         self.trigger.stop()
 
     def load_once(self) -> int:
-        """One Dagster run's worth: receive, stage, load exactly once, delete. Batches loaded."""
-        refs = [
-            self.queue.stage(m) for m in self.queue.receive(max_messages=100, visibility_timeout=60)
-        ]
-        if refs:
-            load_refs(self.queue, self.warehouse, refs, self.direct.dedupe_window_days)
-        return len(refs)
+        """One turn of the load loop: receive, load exactly once, delete. Messages loaded."""
+        messages = self.queue.receive(max_messages=100, visibility_timeout=60)
+        if messages:
+            with open_loader(self.direct, warehouse=self.warehouse, queue=self.queue) as loader:
+                loader.load(messages)
+        return len(messages)
 
     def message_counts(self, message_ids: set[str]) -> dict[str, int]:
         if not self.direct.duckdb_path.exists():

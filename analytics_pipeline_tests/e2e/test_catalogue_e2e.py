@@ -134,7 +134,7 @@ def put_poison(settings: Settings) -> dict[str, str]:
     expected = {}
     for batch_id, body, why in (
         (f"corrupt-gzip-{uuid.uuid4().hex[:6]}", base64.b64encode(b"not gzip").decode(), "load:"),
-        (f"not-base64-{uuid.uuid4().hex[:6]}", "*** not base64 ***", "stage:"),
+        (f"not-base64-{uuid.uuid4().hex[:6]}", "*** not base64 ***", "load:"),
     ):
         header = BatchHeader(batch_id, BatchKind.EVENTS, today, 1, "", "", Payload.INLINE)
         sqs.send_message(
@@ -142,7 +142,7 @@ def put_poison(settings: Settings) -> dict[str, str]:
         )
         expected[batch_id] = why
     sqs.send_message(QueueUrl=url, MessageBody="a stray message, not a batch")
-    expected["no-header"] = "stage: missing message attribute"
+    expected["no-header"] = "load: missing message attribute"
     return expected
 
 

@@ -1,8 +1,8 @@
 """Poison batches, the dead-letter queue and both replays, against the real emulator over HTTP.
 
-The loader package runs in-process (receive, stage, `load_refs`, as a Dagster run does) on a real
-DuckDB file; SQS's own redrive moves a message to the dead-letter queue. The CLI commands are
-driven through click with the same environment. `e2e/test_catalogue_e2e.py` shows a poison
+The loader runs in-process (receive, load, delete, as the load loop does) on a real DuckDB
+file; SQS's own redrive moves a message to the dead-letter queue. The CLI commands are driven
+through click with the same environment. `e2e/test_catalogue_e2e.py` shows a poison
 batch under the running `dagster dev`.
 """
 
@@ -26,7 +26,8 @@ from analytics_pipeline.cli import main
 from analytics_pipeline.contract import parse_blob
 from analytics_pipeline.contract.batches import BatchHeader, BatchKind, Payload
 from analytics_pipeline.ingest.handler import build_handler
-from analytics_pipeline.loader import BatchQueue, load_refs
+from analytics_pipeline.loader import BatchQueue
+from analytics_pipeline.loader.loop import open_loader
 from analytics_pipeline.loader.replay import (
     dead_letters_for,
     replay_dead_letters,
@@ -35,7 +36,7 @@ from analytics_pipeline.loader.replay import (
     replay_quarantine_for,
 )
 from analytics_pipeline.settings import Settings
-from analytics_pipeline.warehouse.base import LoadResult, StagedBatch
+from analytics_pipeline.warehouse.base import LoadPlan, LoadResult
 from analytics_pipeline.warehouse.duckdb import DuckDBWarehouse, WarehouseBusyError
 from analytics_pipeline_testkit.processes import wait_for
 
@@ -94,18 +95,18 @@ class BrokenWarehouse(DuckDBWarehouse):
         super().__init__(path)
         self.broken = broken
 
-    def load_batches(self, batches: Sequence[StagedBatch], dedupe_window_days: int) -> LoadResult:
-        refused = self.broken & {batch.batch_id for batch in batches}
+    def commit(self, plan: LoadPlan, prepared: dict[str, Any]) -> None:
+        refused = self.broken & {batch.batch_id for batch in plan.batches}
         if refused:
             raise ValueError(f"warehouse bug: refuses {sorted(refused)}")
-        return super().load_batches(batches, dedupe_window_days)
+        super().commit(plan, prepared)
 
 
 def run_once(settings: Settings, warehouse: DuckDBWarehouse) -> dict[BatchKind, LoadResult]:
-    """What one sensor tick plus its run does: receive, stage, load, delete."""
-    queue = BatchQueue.for_settings(settings)
-    refs = [queue.stage(m) for m in queue.receive(max_messages=100, visibility_timeout=1)]
-    return load_refs(queue, warehouse, refs, dedupe_window_days=7) if refs else {}
+    """What one turn of the load loop does: receive, load, delete."""
+    with open_loader(settings, warehouse=warehouse) as loader:
+        messages = loader.queue.receive(max_messages=100, visibility_timeout=1)
+        return loader.load(messages).results if messages else {}
 
 
 def run_until_queue_empty(settings: Settings, warehouse: DuckDBWarehouse) -> int:
@@ -292,20 +293,23 @@ def test_replay_takes_a_blob_rows_payload_whole_and_wraps_an_event_rows_payload(
 
 
 class LockedWarehouse(DuckDBWarehouse):
-    def load_batches(self, batches: Sequence[StagedBatch], dedupe_window_days: int) -> LoadResult:
+    def commit(self, plan: LoadPlan, prepared: dict[str, Any]) -> None:
         raise WarehouseBusyError("another process holds the file")
 
 
 def test_a_transient_error_fails_the_whole_load_and_isolates_nothing(settings: Settings) -> None:
     ingest(settings, [[event("t-1")], [event("t-2")]])
+    warehouse = LockedWarehouse(settings.duckdb_path)
+    with open_loader(settings, warehouse=warehouse) as loader:
+        messages = loader.queue.receive(max_messages=100, visibility_timeout=30)
+        assert messages
+        with pytest.raises(WarehouseBusyError):
+            loader.load(messages)
+        pending = loader.store.pending()
+
     queue = BatchQueue.for_settings(settings)
-    refs = [queue.stage(m) for m in queue.receive(max_messages=100, visibility_timeout=30)]
-    assert refs
-
-    with pytest.raises(WarehouseBusyError):
-        load_refs(queue, LockedWarehouse(settings.duckdb_path), refs, dedupe_window_days=7)
-
-    assert queue.depth()["in_flight"] == len(refs)  # nothing deleted: the run retries all
+    assert queue.depth()["in_flight"] == len(messages)  # nothing deleted: the loop retries all
+    assert len(pending) == 1  # the intent waits for the next load to recover it
     listed = aws.client("s3", settings).list_objects_v2(
         Bucket=settings.bucket, Prefix="load-failures/"
     )

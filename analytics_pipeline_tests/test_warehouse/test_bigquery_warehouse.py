@@ -8,7 +8,6 @@ The exactly-once semantics both warehouses share are tested in `test_warehouses.
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import timedelta
@@ -19,7 +18,9 @@ from click.testing import CliRunner
 from google.cloud import bigquery
 
 from analytics_pipeline.cli import main as cli_main
+from analytics_pipeline.contract.batches import BatchKind
 from analytics_pipeline.defs.resources import resources_for
+from analytics_pipeline.loader.plan import plan_load
 from analytics_pipeline.local.bigquery_emulator import (
     ensure_bigquery_emulator,
     grpc_accepts,
@@ -27,17 +28,23 @@ from analytics_pipeline.local.bigquery_emulator import (
 )
 from analytics_pipeline.settings import Settings
 from analytics_pipeline.warehouse import Warehouse, open_warehouse
-from analytics_pipeline.warehouse.bigquery import FENCE_TABLE, STAGING_PREFIX, BigQueryWarehouse
+from analytics_pipeline.warehouse.bigquery import BigQueryWarehouse
+from analytics_pipeline.warehouse.bigquery import warehouse as warehouse_module
+from analytics_pipeline.warehouse.bigquery import write_stream as write_stream_module
 from analytics_pipeline.warehouse.bigquery.schema import table_definition
 from analytics_pipeline.warehouse.tables import TABLE_COLUMNS, TABLE_LAYOUTS
 from analytics_pipeline_testkit.environments import BigQueryEndpoint
+from analytics_pipeline_testkit.loading import batch_loader, load_once
 from analytics_pipeline_testkit.processes import free_port
 from analytics_pipeline_testkit.rows import (
     NOON,
     bigquery_warehouse_on,
     event,
+    quarantined,
     staged,
 )
+
+QUARANTINE = BatchKind.QUARANTINE
 
 
 @pytest.fixture
@@ -80,6 +87,11 @@ def test_tables_are_partitioned_clustered_and_typed(bigquery_endpoint: BigQueryE
     assert ledger.time_partitioning.field == "loaded_at"
     assert ledger.clustering_fields == ["batch_id"]
     assert ledger.time_partitioning.expiration_ms is None  # the ledger never expires
+    deltas = warehouse.client.get_table(warehouse.table_id("daily_event_counts_deltas"))
+    assert deltas.time_partitioning.field == "day"
+    assert deltas.clustering_fields == ["type", "event"]
+    for view in ("daily_event_counts", "daily_active_users"):
+        assert warehouse.client.get_table(warehouse.table_id(view)).table_type == "VIEW"
 
 
 def test_a_new_contract_column_is_added_to_an_existing_table(
@@ -88,90 +100,103 @@ def test_a_new_contract_column_is_added_to_an_existing_table(
     warehouse = bigquery_warehouse
     warehouse.client.create_dataset(f"{warehouse.project}.{warehouse.config.dataset}")
     old = bigquery.Table(
-        warehouse.table_id("daily_active_users"),
+        warehouse.table_id("loaded_batches"),
         schema=[
-            bigquery.SchemaField("day", "DATE", mode="REQUIRED"),
-            bigquery.SchemaField("active_users", "INT64"),
+            bigquery.SchemaField("batch_id", "STRING", mode="REQUIRED"),
+            bigquery.SchemaField("kind", "STRING", mode="REQUIRED"),
+            bigquery.SchemaField("loaded_at", "TIMESTAMP", mode="REQUIRED"),
         ],
     )
     warehouse.client.create_table(old)
     warehouse.client.query(
-        f"INSERT INTO {table(warehouse, 'daily_active_users')} "
-        "(day, active_users) VALUES (DATE '2026-11-01', 3)"
+        f"INSERT INTO {table(warehouse, 'loaded_batches')} (batch_id, kind, loaded_at) "
+        "VALUES ('b-old', 'events', CURRENT_TIMESTAMP())"
     ).result()
 
     warehouse.ensure_schema()
 
-    schema = warehouse.client.get_table(warehouse.table_id("daily_active_users")).schema
+    schema = warehouse.client.get_table(warehouse.table_id("loaded_batches")).schema
     assert [field.name for field in schema] == [
+        "batch_id",
+        "kind",
+        "loaded_at",
         "day",
-        "active_users",
-        "identified_users",
-        "anonymous_users",
-        "updated_at",
+        "rows_declared",
+        "rows_inserted",
+        "duplicates_skipped",
+        "load_id",
     ]
-    result = warehouse.query(
-        f"SELECT active_users, identified_users FROM {table(warehouse, 'daily_active_users')}"
+    result = warehouse.query(f"SELECT batch_id, load_id FROM {table(warehouse, 'loaded_batches')}")
+    assert result.rows == [("b-old", None)]
+
+
+def test_an_old_aggregate_table_is_replaced_by_its_view(
+    bigquery_warehouse: BigQueryWarehouse,
+) -> None:
+    """Before incremental aggregates `daily_event_counts` was a table of derived rows."""
+    warehouse = bigquery_warehouse
+    warehouse.client.create_dataset(f"{warehouse.project}.{warehouse.config.dataset}")
+    old = bigquery.Table(
+        warehouse.table_id("daily_event_counts"),
+        schema=[bigquery.SchemaField("day", "DATE"), bigquery.SchemaField("events", "INT64")],
     )
-    assert result.rows == [(3, None)]
+    warehouse.client.create_table(old)
+
+    warehouse.ensure_schema()
+
+    view = warehouse.client.get_table(warehouse.table_id("daily_event_counts"))
+    assert view.table_type == "VIEW"
+    columns = warehouse.query(f"SELECT * FROM {table(warehouse, 'daily_event_counts')}").columns
+    assert columns == ["day", "type", "event", "events", "users", "updated_at"]
 
 
-def test_a_failed_transaction_leaves_nothing_behind(
-    bigquery_warehouse: BigQueryWarehouse, monkeypatch: pytest.MonkeyPatch
+def test_nothing_is_visible_before_the_commit_and_everything_after(
+    bigquery_warehouse: BigQueryWarehouse, tmp_path: Path
+) -> None:
+    """The write streams of a prepared load hold every row, invisibly, until the commit."""
+    warehouse = bigquery_warehouse
+    with batch_loader(warehouse, tmp_path / "store") as loader:
+        plan = plan_load(
+            [staged([event("m-1"), event("m-2")]), staged([quarantined("q-1")], kind=QUARANTINE)],
+            loader.store.known,
+            loader.store.loaded_batches,
+        )
+        prepared = warehouse.prepare(plan)
+
+        invisible = warehouse.table_row_counts()
+        warehouse.commit(plan, prepared)
+        warehouse.commit(plan, prepared)  # a retried commit changes nothing
+
+    assert {invisible[t] for t in ("events", "events_quarantine", "loaded_batches")} == {0}
+    counts = warehouse.table_row_counts()
+    assert (counts["events"], counts["events_quarantine"], counts["loaded_batches"]) == (2, 1, 2)
+    assert [table for table, *_ in prepared["streams"]][-1] == "loaded_batches"  # ledger last
+
+
+def test_a_failed_commit_leaves_nothing_behind(
+    bigquery_warehouse: BigQueryWarehouse, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     warehouse = bigquery_warehouse
     batch = staged([event("m-1"), event("m-2")])
 
-    def broken_commit(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("the transaction failed")
+    def refuse(*args: object) -> None:
+        raise RuntimeError("commit refused")
 
-    monkeypatch.setattr(warehouse, "_commit_load", broken_commit)
-    with pytest.raises(RuntimeError, match="transaction failed"):
-        warehouse.load_batches([batch], dedupe_window_days=7)
-    monkeypatch.undo()
-
-    assert warehouse.table_row_counts()["events"] == 0
-    assert warehouse.loaded_batch_ids([batch.batch_id]) == set()
-    tables = {t.table_id for t in warehouse.client.list_tables(warehouse.config.dataset)}
-    assert not [name for name in tables if name.startswith(STAGING_PREFIX)]
-    # The staged rows were committed to the staging table and dropped; loading again works.
-    assert warehouse.load_batches([batch], dedupe_window_days=7).rows_inserted == 2
+    with batch_loader(warehouse, tmp_path / "store") as loader:
+        monkeypatch.setattr(write_stream_module, "commit", refuse)
+        monkeypatch.setattr(warehouse_module, "commit", refuse)
+        failed = loader.load_all([batch])
+        monkeypatch.undo()
+        assert failed.failures and loader.store.pending() == []
+        assert warehouse.table_row_counts()["events"] == 0
+        assert loader.load([batch]).rows_inserted == 2  # nothing of the first attempt counted
 
 
-def test_concurrent_loads_of_overlapping_batches_store_each_message_once(
-    bigquery_warehouse: BigQueryWarehouse,
+def test_query_is_read_only_and_takes_parameters(
+    bigquery_warehouse: BigQueryWarehouse, tmp_path: Path
 ) -> None:
     warehouse = bigquery_warehouse
-    warehouse.ensure_schema()
-    shared = [event(f"m-{i}") for i in range(20)]
-    batches = [
-        staged([*shared, *(event(f"own-{n}-{i}") for i in range(5))], batch_id=f"b-{n}")
-        for n in range(3)
-    ]
-    results: list[object] = []
-
-    def load(batch: object) -> None:
-        results.append(warehouse.load_batches([batch, batches[0]], dedupe_window_days=7))
-
-    threads = [threading.Thread(target=load, args=(batch,)) for batch in batches]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-
-    assert len(results) == 3
-    counted = warehouse.query(
-        f"SELECT message_id, count(*) FROM {table(warehouse, 'events')} GROUP BY message_id"
-    )
-    assert len(counted.rows) == 20 + 15 and {n for _, n in counted.rows} == {1}
-    assert warehouse.loaded_batch_ids([b.batch_id for b in batches]) == {"b-0", "b-1", "b-2"}
-    fence = warehouse.query(f"SELECT kind FROM {table(warehouse, FENCE_TABLE)} ORDER BY kind")
-    assert fence.rows == [("events",), ("quarantine",)]
-
-
-def test_query_is_read_only_and_takes_parameters(bigquery_warehouse: BigQueryWarehouse) -> None:
-    warehouse = bigquery_warehouse
-    warehouse.load_batches([staged([event("m-1"), event("m-2")])], dedupe_window_days=7)
+    load_once(warehouse, [staged([event("m-1"), event("m-2")])], tmp_path / "store")
 
     result = warehouse.query(
         f"SELECT message_id FROM {table(warehouse, 'events')} "
@@ -183,15 +208,6 @@ def test_query_is_read_only_and_takes_parameters(bigquery_warehouse: BigQueryWar
     with pytest.raises(PermissionError, match="DELETE"):
         warehouse.query(f"DELETE FROM {table(warehouse, 'events')} WHERE TRUE")
     assert warehouse.table_row_counts()["events"] == 2
-
-
-def test_a_batch_id_that_cannot_be_a_literal_is_refused_before_any_work(
-    bigquery_warehouse: BigQueryWarehouse,
-) -> None:
-    with pytest.raises(ValueError, match="unexpected characters"):
-        bigquery_warehouse.load_batches(
-            [staged([event("m-1")], batch_id="x'; DROP TABLE events; --")], 7
-        )
 
 
 def test_open_warehouse_picks_bigquery(bigquery_endpoint: BigQueryEndpoint) -> None:
@@ -206,6 +222,7 @@ def test_open_warehouse_picks_bigquery(bigquery_endpoint: BigQueryEndpoint) -> N
 
 def test_the_dagster_resource_and_the_cli_use_bigquery(
     bigquery_endpoint: BigQueryEndpoint,
+    tmp_path: Path,
     pipeline_env: Callable[[Mapping[str, str]], None],
 ) -> None:
     env = bigquery_endpoint.settings_env(f"t_{uuid.uuid4().hex[:12]}")
@@ -215,7 +232,7 @@ def test_the_dagster_resource_and_the_cli_use_bigquery(
     warehouse = resource.get_warehouse()
     assert isinstance(warehouse, BigQueryWarehouse)
     batch = staged([event("m-1"), event("m-2")], batch_id="b-cli")
-    warehouse.load_batches([batch], dedupe_window_days=7)
+    load_once(warehouse, [batch], tmp_path / "store")
 
     runner = CliRunner()
     answered = runner.invoke(
@@ -253,7 +270,7 @@ def test_dev_starts_an_emulator_only_when_none_answers(
     try:
         assert rest_answers(started.rest_endpoint) and grpc_accepts(started.grpc_endpoint)
         warehouse = open_warehouse(fresh)
-        warehouse.load_batches([staged([event("m-1")])], dedupe_window_days=7)
+        load_once(warehouse, [staged([event("m-1")])], tmp_path / "store")
         assert warehouse.table_row_counts()["events"] == 1
     finally:
         started.stop()
@@ -262,21 +279,15 @@ def test_dev_starts_an_emulator_only_when_none_answers(
     assert (tmp_path / "state" / "bigquery-emulator").is_dir()  # tables persist for dev
 
 
-def test_a_big_load_commits_in_chunks_and_still_dedupes_across_them(
-    bigquery_endpoint: BigQueryEndpoint,
+def test_a_load_bigger_than_one_append_request_commits_whole(
+    bigquery_warehouse: BigQueryWarehouse, tmp_path: Path
 ) -> None:
-    warehouse = bigquery_warehouse_on(bigquery_endpoint)
-    warehouse.max_rows_per_transaction = 3
-    batch_a = staged([event("m-1"), event("m-2"), event("m-3")], batch_id="b-a")
-    batch_b = staged([event("m-3"), event("m-4")], batch_id="b-b")  # m-3 again
-    batch_c = staged([event("m-5"), event("m-1")], batch_id="b-c")  # m-1 again
+    """AppendRows requests are cut under 10 MB; the stream still commits all of them at once."""
+    big = {"text": "x" * 20_000}
+    rows = [event(f"m-{i}", properties=big) for i in range(600)]  # ~12 MB of rows
 
-    result = warehouse.load_batches([batch_a, batch_b, batch_c], dedupe_window_days=7)
+    with batch_loader(bigquery_warehouse, tmp_path / "store") as loader:
+        result = loader.load([staged(rows[:300]), staged(rows[300:])])
 
-    assert (result.rows_received, result.rows_inserted, result.duplicates_skipped) == (7, 5, 2)
-    assert result.reconciles and sorted(result.loaded_batch_ids) == ["b-a", "b-b", "b-c"]
-    assert sorted(events_by_id(warehouse)) == ["m-1", "m-2", "m-3", "m-4", "m-5"]
-    loads = warehouse.query(
-        f"SELECT COUNT(DISTINCT loaded_at) FROM {table(warehouse, 'loaded_batches')}"
-    )
-    assert loads.rows == [(2,)]  # [a] then [b, c]: two transactions
+    assert result.rows_inserted == 600 and result.reconciles
+    assert bigquery_warehouse.table_row_counts()["events"] == 600

@@ -13,11 +13,12 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from analytics_pipeline.contract.batches import encode_rows
+from analytics_pipeline.contract.batches import BatchKind, encode_rows
 from analytics_pipeline.settings import Settings
 from analytics_pipeline.warehouse import UnknownWarehouseError, open_warehouse
 from analytics_pipeline.warehouse.duckdb import DuckDBWarehouse
 from analytics_pipeline.warehouse.tables import ALL_TABLES, SCHEMA, TABLE_COLUMNS
+from analytics_pipeline_testkit.loading import batch_loader, load_once
 from analytics_pipeline_testkit.rows import NOON, event, staged
 
 
@@ -51,7 +52,7 @@ def test_ensure_schema_creates_every_table_and_keeps_data_when_called_again(
     warehouse: DuckDBWarehouse,
 ) -> None:
     warehouse.ensure_schema()
-    warehouse.load_batches([staged([event("m-1")])], dedupe_window_days=7)
+    load_once(warehouse, [staged([event("m-1")])], warehouse.path.parent / "store")
     warehouse.ensure_schema()
     DuckDBWarehouse(warehouse.path).ensure_schema()
 
@@ -99,7 +100,7 @@ def test_load_stores_typed_columns_and_utc_timestamps(warehouse: DuckDBWarehouse
     batch = staged([row])
     before = datetime.now(UTC).replace(tzinfo=None)
 
-    result = warehouse.load_batches([batch], dedupe_window_days=7)
+    result = load_once(warehouse, [batch], warehouse.path.parent / "store")
 
     stored = events_by_id(warehouse)["m-utc"]
     assert stored["timestamp"] == datetime(2026, 11, 29, 12, 30, 5, 120000)
@@ -119,23 +120,44 @@ def test_load_stores_typed_columns_and_utc_timestamps(warehouse: DuckDBWarehouse
     assert result.loaded_batch_ids == [batch.batch_id]
 
 
-def test_a_failed_load_leaves_nothing_behind(warehouse: DuckDBWarehouse) -> None:
+def test_a_corrupt_body_fails_its_batch_only(warehouse: DuckDBWarehouse, tmp_path: Path) -> None:
     good = staged([event("m-1")])
     corrupt = staged([event("m-2")], batch_id="corrupt")
     corrupt = type(corrupt)(**{**corrupt.__dict__, "ndjson_gz": corrupt.ndjson_gz[:-12]})
 
-    with pytest.raises(duckdb.Error):
-        warehouse.load_batches([good, corrupt], dedupe_window_days=7)
+    with batch_loader(warehouse, tmp_path / "store") as loader:
+        outcome = loader.load_all([good, corrupt])
 
-    assert warehouse.table_row_counts()["events"] == 0
-    assert warehouse.loaded_batch_ids([good.batch_id, "corrupt"]) == set()
+    assert outcome.result(BatchKind.EVENTS).failed_batch_ids == ["corrupt"]
+    assert "corrupt" in outcome.failures
+    assert sorted(events_by_id(warehouse)) == ["m-1"]
+    assert warehouse.loaded_batch_ids([good.batch_id, "corrupt"]) == {good.batch_id}
+
+
+def test_a_commit_that_fails_midway_leaves_nothing_behind(
+    warehouse: DuckDBWarehouse, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch = staged([event("m-1"), event("m-2")])
+
+    def fail(*args: object) -> None:
+        raise duckdb.ConstraintException("refused after the rows were inserted")
+
+    monkeypatch.setattr(DuckDBWarehouse, "_insert_ledger", staticmethod(fail))
+    with batch_loader(warehouse, tmp_path / "store") as loader:
+        failed = loader.load_all([batch])
+        assert failed.failures and loader.store.pending() == []  # abandoned, not left pending
+        monkeypatch.undo()
+        again = loader.load([batch])
+
+    assert again.rows_inserted == 2  # the first attempt left no rows and no keys
+    assert sorted(events_by_id(warehouse)) == ["m-1", "m-2"]
 
 
 # -- inspection -----------------------------------------------------------------------------
 
 
 def test_duplicate_message_ids_reports_duplicates_that_got_in(warehouse: DuckDBWarehouse) -> None:
-    warehouse.load_batches([staged([event("m-1"), event("m-2")])], dedupe_window_days=7)
+    load_once(warehouse, [staged([event("m-1"), event("m-2")])], warehouse.path.parent / "store")
     with duckdb.connect(str(warehouse.path)) as connection:  # bypass the loader on purpose
         connection.execute(
             f"INSERT INTO {SCHEMA}.events SELECT * FROM {SCHEMA}.events WHERE message_id = 'm-2'"
@@ -154,7 +176,7 @@ def test_inspection_of_a_missing_file_answers_with_empty_tables(tmp_path: Path) 
 
 
 def test_query_is_parameterised_and_read_only(warehouse: DuckDBWarehouse) -> None:
-    warehouse.load_batches([staged([event("m-1"), event("m-2")])], dedupe_window_days=7)
+    load_once(warehouse, [staged([event("m-1"), event("m-2")])], warehouse.path.parent / "store")
 
     result = warehouse.query(
         f"SELECT message_id, json_extract(properties, '$') FROM {SCHEMA}.events "

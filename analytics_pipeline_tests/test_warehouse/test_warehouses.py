@@ -1,14 +1,16 @@
-"""The `Warehouse` protocol, on DuckDB and on BigQuery (the real emulator over REST and gRPC).
+"""Loads through the loader and its store into each warehouse: DuckDB, and BigQuery (the real
+emulator over REST and gRPC).
 
 Every semantic test runs on both warehouses through the protocol only, so BigQuery is held to
 exactly what DuckDB does. What only one warehouse has lives in `test_duckdb_warehouse.py` and
-`test_bigquery_warehouse.py`.
+`test_bigquery_warehouse.py`; crashes between the steps of a load in `test_loader/`.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from analytics_pipeline.contract.rows import EventRow
 from analytics_pipeline.warehouse import Warehouse
 from analytics_pipeline.warehouse.bigquery import BigQueryWarehouse
 from analytics_pipeline.warehouse.duckdb import DuckDBWarehouse
+from analytics_pipeline_testkit.loading import BatchLoader, batch_loader
 from analytics_pipeline_testkit.rows import (
     NOON,
     bigquery_warehouse_on,
@@ -35,6 +38,12 @@ def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Warehouse:
     return bigquery_warehouse_on(request.getfixturevalue("bigquery_endpoint"))
 
 
+@pytest.fixture
+def loader(warehouse: Warehouse, tmp_path: Path) -> Iterator[BatchLoader]:
+    with batch_loader(warehouse, tmp_path / "loader-store") as loader:
+        yield loader
+
+
 def table(warehouse: Warehouse, name: str) -> str:
     if isinstance(warehouse, BigQueryWarehouse):
         return f"`{warehouse.table_id(name)}`"
@@ -46,13 +55,15 @@ def events_by_id(warehouse: Warehouse) -> dict[str, dict[str, object]]:
     return {row[0]: dict(zip(result.columns, row, strict=True)) for row in result.rows}
 
 
-def test_load_stores_utc_timestamps_and_json_text(warehouse: Warehouse) -> None:
+def test_load_stores_utc_timestamps_and_json_text(
+    warehouse: Warehouse, loader: BatchLoader
+) -> None:
     properties = {"nested": {"list": [1, 2.5, "x", None], "flag": True}, "unicode": "día"}
     row = event("m-utc", properties=properties, user_id="u-9")
     batch = staged([row])
     before = datetime.now(UTC).replace(tzinfo=None)
 
-    result = warehouse.load_batches([batch], dedupe_window_days=7)
+    result = loader.load([batch])
 
     stored = events_by_id(warehouse)["m-utc"]
     assert stored["timestamp"] == NOON.replace(tzinfo=None)
@@ -67,11 +78,13 @@ def test_load_stores_utc_timestamps_and_json_text(warehouse: Warehouse) -> None:
     assert result.loaded_batch_ids == [batch.batch_id]
 
 
-def test_same_batch_twice_is_skipped_by_the_ledger(warehouse: Warehouse) -> None:
+def test_same_batch_twice_is_skipped_by_the_ledger(
+    warehouse: Warehouse, loader: BatchLoader
+) -> None:
     batch = staged([event("m-1"), event("m-2")])
 
-    first = warehouse.load_batches([batch], dedupe_window_days=7)
-    second = warehouse.load_batches([batch, batch], dedupe_window_days=7)
+    first = loader.load([batch])
+    second = loader.load([batch, batch])
 
     assert (first.batches, first.batches_already_loaded, first.rows_inserted) == (1, 0, 2)
     assert (second.batches, second.batches_already_loaded, second.rows_received) == (1, 1, 0)
@@ -81,14 +94,16 @@ def test_same_batch_twice_is_skipped_by_the_ledger(warehouse: Warehouse) -> None
     assert warehouse.table_row_counts()["events"] == 2
 
 
-def test_duplicates_across_and_within_loads_keep_the_earliest_copy(warehouse: Warehouse) -> None:
-    warehouse.load_batches([staged([event("m-0")])], dedupe_window_days=7)
+def test_duplicates_across_and_within_loads_keep_the_earliest_copy(
+    warehouse: Warehouse, loader: BatchLoader
+) -> None:
+    loader.load([staged([event("m-0")])])
     early, late = NOON + timedelta(seconds=2), NOON + timedelta(seconds=9)
     resent = event("m-0", received_at=NOON + timedelta(minutes=5))
     batch_a = staged([event("m-1", received_at=late), event("m-2"), event("m-2"), resent])
     batch_b = staged([event("m-1", received_at=early), event("m-3")])
 
-    result = warehouse.load_batches([batch_a, batch_b], dedupe_window_days=7)
+    result = loader.load([batch_a, batch_b])
 
     assert (result.rows_received, result.rows_inserted, result.duplicates_skipped) == (6, 3, 3)
     assert result.reconciles
@@ -106,11 +121,13 @@ def test_duplicates_across_and_within_loads_keep_the_earliest_copy(warehouse: Wa
     assert sorted(ledger.rows) == sorted([(batch_a.batch_id, 4, 1, 3), (batch_b.batch_id, 2, 2, 0)])
 
 
-def test_a_batch_id_repeated_in_one_call_counts_once(warehouse: Warehouse) -> None:
+def test_a_batch_id_repeated_in_one_call_counts_once(
+    warehouse: Warehouse, loader: BatchLoader
+) -> None:
     batch = staged([event("m-1"), event("m-2")])
 
-    loaded = warehouse.load_batches([batch, batch], dedupe_window_days=7)
-    replayed = warehouse.load_batches([batch, batch], dedupe_window_days=7)
+    loaded = loader.load([batch, batch])
+    replayed = loader.load([batch, batch])
 
     assert loaded.batches == 1 and loaded.rows_declared == 2 and loaded.reconciles
     assert loaded.loaded_batch_ids == [batch.batch_id]
@@ -118,26 +135,29 @@ def test_a_batch_id_repeated_in_one_call_counts_once(warehouse: Warehouse) -> No
     assert replayed.rows_declared == 0 and replayed.reconciles
 
 
-def test_a_message_id_resent_days_later_is_skipped_within_the_window(warehouse: Warehouse) -> None:
-    warehouse.load_batches([staged([event("m-old")])], dedupe_window_days=7)
+def test_a_copy_is_skipped_whatever_its_timestamp_says(
+    warehouse: Warehouse, loader: BatchLoader
+) -> None:
+    """The index is global over its retention: a resend days later, or one whose device clock
+    moved by days between the attempts, is still the same event."""
+    loader.load([staged([event("m-old")])])
     replay = event("m-old", timestamp=NOON + timedelta(days=5))
-    far_replay = event("m-old", timestamp=NOON + timedelta(days=10))
+    clock_moved = event("m-old", timestamp=NOON - timedelta(days=20))
 
-    within = warehouse.load_batches([staged([replay], batch_id="b-5")], dedupe_window_days=7)
-    wider = warehouse.load_batches([staged([far_replay], batch_id="b-30")], dedupe_window_days=30)
-    outside = warehouse.load_batches([staged([far_replay], batch_id="b-10")], dedupe_window_days=7)
+    later = loader.load([staged([replay], batch_id="b-5")])
+    moved = loader.load([staged([clock_moved], batch_id="b-moved")])
 
-    assert (within.rows_inserted, within.duplicates_skipped) == (0, 1)
-    assert (wider.rows_inserted, wider.duplicates_skipped) == (0, 1)
-    # Further back than the window the copy is not seen: the documented trade-off.
-    assert (outside.rows_inserted, outside.duplicates_skipped) == (1, 0)
+    assert (later.rows_inserted, later.duplicates_skipped) == (0, 1)
+    assert (moved.rows_inserted, moved.duplicates_skipped) == (0, 1)
     counted = warehouse.query(
         f"SELECT count(*) FROM {table(warehouse, 'events')} WHERE message_id = ?", ["m-old"]
     )
-    assert counted.rows == [(2,)]
+    assert counted.rows == [(1,)]
 
 
-def test_latency_from_sent_at_is_measured_on_inserted_rows(warehouse: Warehouse) -> None:
+def test_latency_from_sent_at_is_measured_on_inserted_rows(
+    warehouse: Warehouse, loader: BatchLoader
+) -> None:
     now = datetime.now(UTC)
     ages = [30.0, 10.0, 20.0]
     rows = [
@@ -145,7 +165,7 @@ def test_latency_from_sent_at_is_measured_on_inserted_rows(warehouse: Warehouse)
         for i, age in enumerate(ages)
     ]
 
-    result = warehouse.load_batches([staged(rows)], dedupe_window_days=7)
+    result = loader.load([staged(rows)])
 
     assert result.seconds_from_sent_at_p50 is not None
     assert result.seconds_from_sent_at_max is not None
@@ -153,12 +173,12 @@ def test_latency_from_sent_at_is_measured_on_inserted_rows(warehouse: Warehouse)
     assert max(ages) <= result.seconds_from_sent_at_max < max(ages) + 5
 
 
-def test_empty_batch_and_declared_count_mismatch(warehouse: Warehouse) -> None:
+def test_empty_batch_and_declared_count_mismatch(warehouse: Warehouse, loader: BatchLoader) -> None:
     empty = staged([], batch_id="empty", day="2026-11-29")
     short = staged([event("m-1"), event("m-2")], row_count=3)
 
-    loaded_empty = warehouse.load_batches([empty], dedupe_window_days=7)
-    loaded_short = warehouse.load_batches([short], dedupe_window_days=7)
+    loaded_empty = loader.load([empty])
+    loaded_short = loader.load([short])
 
     assert loaded_empty.loaded_batch_ids == ["empty"] and loaded_empty.reconciles
     assert loaded_empty.rows_received == 0
@@ -167,12 +187,12 @@ def test_empty_batch_and_declared_count_mismatch(warehouse: Warehouse) -> None:
     assert not loaded_short.reconciles
 
 
-def test_quarantine_loads_once_and_replays_once(warehouse: Warehouse) -> None:
+def test_quarantine_loads_once_and_replays_once(warehouse: Warehouse, loader: BatchLoader) -> None:
     first = staged([quarantined("q-1"), quarantined("q-2")], kind=BatchKind.QUARANTINE)
     again = staged([quarantined("q-2"), quarantined("q-3")], kind=BatchKind.QUARANTINE)
 
-    one = warehouse.load_batches([first], dedupe_window_days=7)
-    two = warehouse.load_batches([again, first], dedupe_window_days=7)
+    one = loader.load([first])
+    two = loader.load([again, first])
 
     assert one.rows_inserted == 2 and one.reconciles
     assert two.batches_already_loaded == 1
@@ -189,12 +209,22 @@ def test_quarantine_loads_once_and_replays_once(warehouse: Warehouse) -> None:
     assert warehouse.table_row_counts()["events"] == 0
 
 
-def test_batches_of_different_kinds_are_refused(warehouse: Warehouse) -> None:
-    with pytest.raises(ValueError, match="one kind"):
-        warehouse.load_batches(
-            [staged([event("m-1")]), staged([quarantined("q-1")], kind=BatchKind.QUARANTINE)],
-            dedupe_window_days=7,
-        )
+def test_events_and_quarantine_in_one_load_each_land_in_their_table(
+    warehouse: Warehouse, loader: BatchLoader
+) -> None:
+    events = staged([event("m-1"), event("m-2")])
+    rejected = staged([quarantined("q-1")], kind=BatchKind.QUARANTINE)
+
+    outcome = loader.load_all([events, rejected])
+
+    assert outcome.result(BatchKind.EVENTS).rows_inserted == 2
+    assert outcome.result(BatchKind.QUARANTINE).rows_inserted == 1
+    assert warehouse.table_row_counts()["events"] == 2
+    assert warehouse.table_row_counts()["events_quarantine"] == 1
+    assert warehouse.loaded_batch_ids([events.batch_id, rejected.batch_id]) == {
+        events.batch_id,
+        rejected.batch_id,
+    }
 
 
 def known_dataset() -> list[EventRow]:
@@ -216,51 +246,84 @@ def known_dataset() -> list[EventRow]:
     return rows
 
 
-def test_daily_aggregates_match_the_events(warehouse: Warehouse) -> None:
-    rows = known_dataset()
-    warehouse.load_batches([staged(rows)], dedupe_window_days=7)
-    day = NOON.date()
+def expected_aggregates(
+    rows: list[EventRow], day: date
+) -> tuple[dict[tuple[str, str | None], tuple[int, int]], tuple[int, int, int]]:
+    """What the SQL definitions say for `day`: (type, event) -> (events, users); the DAU row."""
     of_day = [row for row in rows if row.timestamp.date() == day]
-    expected: dict[tuple[str, str | None], tuple[int, set[str | None]]] = {}
+    counts: dict[tuple[str, str | None], tuple[int, set[str | None]]] = {}
     for row in of_day:
-        count, users = expected.get((row.type, row.event), (0, set()))
+        count, users = counts.get((row.type, row.event), (0, set()))
         users.add(row.user_id or row.anonymous_id)
-        expected[(row.type, row.event)] = (count + 1, users)
+        counts[(row.type, row.event)] = (count + 1, users)
+    dau = (
+        len({row.user_id or row.anonymous_id for row in of_day}),
+        len({row.user_id for row in of_day if row.user_id}),
+        len({row.anonymous_id for row in of_day if not row.user_id}),
+    )
+    return {key: (count, len(users)) for key, (count, users) in counts.items()}, dau
+
+
+def aggregates_of(warehouse: Warehouse, day: date) -> tuple[dict, list]:
+    counts = warehouse.query(
+        f"SELECT type, event, events, users FROM {table(warehouse, 'daily_event_counts')} "
+        "WHERE day = ?",
+        [day],
+    )
+    dau = warehouse.query(
+        "SELECT active_users, identified_users, anonymous_users "
+        f"FROM {table(warehouse, 'daily_active_users')} WHERE day = ?",
+        [day],
+    )
+    return {(t, e): (int(n), int(u)) for t, e, n, u in counts.rows}, [
+        tuple(int(v) for v in row) for row in dau.rows
+    ]
+
+
+def test_loads_keep_the_daily_aggregates_exact_incrementally(
+    warehouse: Warehouse, loader: BatchLoader
+) -> None:
+    """Several loads, copies and users seen again across them: the aggregates the loads kept
+    are exactly what the SQL over the events says, with no refresh in between."""
+    rows = known_dataset()
+    first, second = rows[:13], rows[13:]
+    loader.load([staged(first)])
+    loader.load([staged([*second, *first[:3]])])  # three copies: counted once
+    day = NOON.date()
+
+    counts, dau = expected_aggregates(rows, day)
+
+    assert aggregates_of(warehouse, day) == (counts, [dau])
+    assert (
+        aggregates_of(warehouse, day + timedelta(days=1))[0]
+        == expected_aggregates(rows, day + timedelta(days=1))[0]
+    )
+
+
+def test_refreshing_a_day_recomputes_it_from_the_events(
+    warehouse: Warehouse, loader: BatchLoader
+) -> None:
+    """The repair (and what a backfill runs): the day's aggregates set from the day's events,
+    the same however often it runs; an empty day gets no row."""
+    rows = known_dataset()
+    loader.load([staged(rows)])
+    day = NOON.date()
+    counts, dau = expected_aggregates(rows, day)
 
     written = warehouse.refresh_daily_event_counts(day)
     written_again = warehouse.refresh_daily_event_counts(day)
     dau_written = warehouse.refresh_daily_active_users(day)
     warehouse.refresh_daily_active_users(day)  # replaces the day's row, never adds one
 
-    assert written == written_again == len(expected)
-    counts = warehouse.query(
-        f"SELECT type, event, events, users FROM {table(warehouse, 'daily_event_counts')} "
-        "WHERE day = ?",
-        [day],
-    )
-    assert {(t, e): (n, u) for t, e, n, u in counts.rows} == {
-        key: (count, len(users)) for key, (count, users) in expected.items()
-    }
+    assert written == written_again == len(counts)
     assert dau_written == 1
-    dau = warehouse.query(
-        "SELECT active_users, identified_users, anonymous_users "
-        f"FROM {table(warehouse, 'daily_active_users')}"
-    )
-    assert dau.rows == [
-        (
-            len({row.user_id or row.anonymous_id for row in of_day}),
-            len({row.user_id for row in of_day if row.user_id}),
-            len({row.anonymous_id for row in of_day if not row.user_id}),
-        )
-    ]
-    # The other day is not touched by this day's refresh, and an empty day writes nothing.
+    assert aggregates_of(warehouse, day) == (counts, [dau])
     assert warehouse.refresh_daily_active_users(day + timedelta(days=5)) == 0
-    assert warehouse.table_row_counts()["daily_active_users"] == 1
 
 
-def test_last_loads_newest_first_and_row_counts(warehouse: Warehouse) -> None:
+def test_last_loads_newest_first_and_row_counts(warehouse: Warehouse, loader: BatchLoader) -> None:
     for i in range(3):
-        warehouse.load_batches([staged([event(f"m-{i}")], batch_id=f"b-{i}")], 7)
+        loader.load([staged([event(f"m-{i}")], batch_id=f"b-{i}")])
 
     loads = warehouse.last_loads(limit=2)
 
@@ -270,16 +333,16 @@ def test_last_loads_newest_first_and_row_counts(warehouse: Warehouse) -> None:
         "events": 3,
         "events_quarantine": 0,
         "loaded_batches": 3,
-        "daily_event_counts": 0,
-        "daily_active_users": 0,
+        "daily_event_counts": 1,  # kept by the loads: one (day, type, event)
+        "daily_active_users": 1,
     }
 
 
-def test_counts_by_day_use_the_utc_date(warehouse: Warehouse) -> None:
+def test_counts_by_day_use_the_utc_date(warehouse: Warehouse, loader: BatchLoader) -> None:
     late_evening_utc = datetime(2026, 11, 29, 23, 30, tzinfo=UTC)
     early_next_utc = datetime(2026, 11, 30, 0, 30, tzinfo=UTC)
     rows = [event("m-1", timestamp=late_evening_utc), event("m-2", timestamp=early_next_utc)]
-    warehouse.load_batches([staged(rows)], dedupe_window_days=7)
+    loader.load([staged(rows)])
 
     warehouse.refresh_daily_event_counts(date(2026, 11, 29))
     warehouse.refresh_daily_event_counts(date(2026, 11, 30))

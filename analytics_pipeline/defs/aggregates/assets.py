@@ -1,12 +1,15 @@
-"""Daily aggregates over `events`, refreshed on a cooldown (see `defs/automation.py`)."""
+"""Daily aggregates over `events`, kept current by every load (incrementally, in the same commit
+as the events they count: see `loader/plan.py`); the load loop materializes their day
+partitions. Materializing one here recomputes the day from `events`: the repair, and what a
+backfill over a date range runs, one scan of the day each (on BigQuery, billed).
+"""
 
 from collections.abc import Callable
 from datetime import date
 
 import dagster as dg
 
-from analytics_pipeline.defs.automation import refresh_condition
-from analytics_pipeline.defs.ingest.assets import EVENTS
+from analytics_pipeline.defs.ingest.assets import DAILY_ACTIVE_USERS, DAILY_EVENT_COUNTS, EVENTS
 from analytics_pipeline.defs.policies import WAREHOUSE_RETRY_POLICY
 from analytics_pipeline.defs.resources import WarehouseResource
 from analytics_pipeline.settings import Settings
@@ -27,7 +30,6 @@ def _aggregate_asset(
         group_name="aggregates",
         kinds={settings.warehouse, "sql"},
         description=description,
-        automation_condition=refresh_condition(settings.aggregate_cron),
         retry_policy=WAREHOUSE_RETRY_POLICY,
     )
     def _asset(
@@ -43,11 +45,11 @@ def _aggregate_asset(
 
 # name -> (description, how the warehouse refreshes one day of it)
 AGGREGATES: dict[str, tuple[str, Callable[[Warehouse, date], int]]] = {
-    "daily_event_counts": (
+    DAILY_EVENT_COUNTS.path[-1]: (
         "Events and distinct users per day, type and event name.",
         lambda store, day: store.refresh_daily_event_counts(day),
     ),
-    "daily_active_users": (
+    DAILY_ACTIVE_USERS.path[-1]: (
         "Distinct active users per day (identified and anonymous).",
         lambda store, day: store.refresh_daily_active_users(day),
     ),

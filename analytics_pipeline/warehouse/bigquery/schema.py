@@ -7,13 +7,19 @@ ever dropped or retyped.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
 
 from google.api_core import exceptions as google_exceptions
 from google.cloud import bigquery
 
 from analytics_pipeline.warehouse.bigquery.config import BigQueryConfig
-from analytics_pipeline.warehouse.tables import Column, TableLayout
+from analytics_pipeline.warehouse.tables import (
+    DAILY_ACTIVE_USERS_TABLE,
+    DAILY_EVENT_COUNTS_TABLE,
+    Column,
+    TableLayout,
+)
 
 _BIGQUERY_TYPES = {
     "VARCHAR": "STRING",
@@ -23,14 +29,51 @@ _BIGQUERY_TYPES = {
     "DATE": "DATE",
 }
 
-# A one-row-per-kind table every load UPDATEs first, so two loads of one kind conflict and
-# BigQuery aborts one (it retries) instead of both passing the dedupe checks.
-FENCE_TABLE = "load_fence"
-FENCE_COLUMNS = (
-    Column("kind", "VARCHAR", not_null=True),
-    Column("load_id", "VARCHAR"),
-    Column("updated_at", "TIMESTAMP"),
-)
+# The aggregates on BigQuery: every load appends the deltas it makes (through a write stream
+# like its events: no DML, no query); `daily_event_counts` and `daily_active_users` are views
+# summing them. A repair appends a correction (see `warehouse.py`).
+EVENT_COUNT_DELTAS_TABLE = "daily_event_counts_deltas"
+ACTIVE_USERS_DELTAS_TABLE = "daily_active_users_deltas"
+DELTA_TABLES: dict[str, tuple[tuple[Column, ...], TableLayout]] = {
+    EVENT_COUNT_DELTAS_TABLE: (
+        (
+            Column("day", "DATE", not_null=True),
+            Column("type", "VARCHAR"),
+            Column("event", "VARCHAR"),
+            Column("events", "BIGINT"),
+            Column("users", "BIGINT"),
+            Column("loaded_at", "TIMESTAMP", not_null=True),
+            Column("load_id", "VARCHAR"),
+        ),
+        TableLayout("day", ("type", "event")),
+    ),
+    ACTIVE_USERS_DELTAS_TABLE: (
+        (
+            Column("day", "DATE", not_null=True),
+            Column("active_users", "BIGINT"),
+            Column("identified_users", "BIGINT"),
+            Column("anonymous_users", "BIGINT"),
+            Column("loaded_at", "TIMESTAMP", not_null=True),
+            Column("load_id", "VARCHAR"),
+        ),
+        TableLayout("day"),
+    ),
+}
+# view -> its query ({deltas} is the delta table's id); column names as the DuckDB tables'.
+AGGREGATE_VIEWS: dict[str, tuple[str, str]] = {
+    DAILY_EVENT_COUNTS_TABLE: (
+        EVENT_COUNT_DELTAS_TABLE,
+        "SELECT day, type, event, SUM(events) AS events, SUM(users) AS users, "
+        "MAX(loaded_at) AS updated_at FROM `{deltas}` GROUP BY day, type, event "
+        "HAVING SUM(events) > 0",
+    ),
+    DAILY_ACTIVE_USERS_TABLE: (
+        ACTIVE_USERS_DELTAS_TABLE,
+        "SELECT day, SUM(active_users) AS active_users, SUM(identified_users) AS "
+        "identified_users, SUM(anonymous_users) AS anonymous_users, MAX(loaded_at) AS "
+        "updated_at FROM `{deltas}` GROUP BY day HAVING SUM(active_users) > 0",
+    ),
+}
 
 
 def bigquery_type(column: Column) -> str:
@@ -65,6 +108,23 @@ def table_definition(
     if layout.clustering:
         definition.clustering_fields = list(layout.clustering)
     return definition
+
+
+def ensure_view(client: bigquery.Client, view_id: str, query: str) -> None:
+    """Create the view when missing; a table of that name (the layout before incremental
+    aggregates) holds derived data only, and is replaced."""
+    try:
+        existing = client.get_table(view_id)
+    except google_exceptions.NotFound:
+        existing = None
+    if existing is not None and existing.table_type == "VIEW":
+        return
+    if existing is not None:
+        client.delete_table(view_id)
+    view = bigquery.Table(view_id)
+    view.view_query = query
+    with contextlib.suppress(google_exceptions.Conflict):  # another process was first
+        client.create_table(view)
 
 
 def ensure_table(

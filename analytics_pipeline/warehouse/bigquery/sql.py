@@ -40,6 +40,11 @@ def micros(moment: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+def days(day: date) -> int:
+    """Days since the epoch: how the Storage Write API takes a DATE."""
+    return (day - date(1970, 1, 1)).days
+
+
 def naive_utc(value: Any) -> Any:
     """DuckDB's representation: TIMESTAMP values as naive UTC datetimes."""
     if isinstance(value, datetime) and value.tzinfo is not None:

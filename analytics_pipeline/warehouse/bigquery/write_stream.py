@@ -1,18 +1,22 @@
 """Rows into a table through the Storage Write API: one PENDING stream, one atomic commit.
 
-Appends carry explicit offsets, so a retried append is refused (ALREADY_EXISTS) rather than
-doubled, and nothing is visible before `BatchCommitWriteStreams`: the table gets the whole set
-of rows or none. Rows travel as protobuf messages whose type is built from the table's columns
-at run time (JSON columns as text). No query is billed for any of this.
+A stream is created, appended to with explicit offsets (a retried append is refused with
+ALREADY_EXISTS rather than doubled) and finalized while nothing is visible; only
+`BatchCommitWriteStreams` makes its rows visible, all at once. A stream can be committed by
+anyone who knows its name, any number of times: the first commit counts, the others answer
+"already committed". That is what lets a loader that crashed between its intent and its commit
+be finished by the next one. Rows travel as protobuf messages whose type is built from the
+table's columns at run time (JSON as text). No query is billed for any of this.
 
 bqemulator differences handled here, real-API code kept: every AppendRows request names its
 `write_stream` (the library's helper sends it only on the first); one stream per BatchCommit;
-a commit answered INVALID_STREAM_STATE "state=COMMITTED" counts as done.
+an already committed stream answers INVALID_STREAM_STATE "state=COMMITTED" in `stream_errors`
+(BigQuery: STREAM_ALREADY_COMMITTED); its GetWriteStream never shows `commit_time`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import cache
 from typing import Any
 
@@ -21,13 +25,19 @@ from google.api_core import exceptions as google_exceptions
 from google.cloud.bigquery_storage_v1 import BigQueryWriteClient, types
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from analytics_pipeline.contract.batches import BatchKind
 from analytics_pipeline.warehouse.bigquery.schema import bigquery_type
-from analytics_pipeline.warehouse.bigquery.sql import micros
-from analytics_pipeline.warehouse.tables import LOAD_SPECS
+from analytics_pipeline.warehouse.bigquery.sql import days, micros
+from analytics_pipeline.warehouse.tables import Column
 
 APPEND_REQUEST_BYTES = 8 * 1024 * 1024  # AppendRows requests are limited to 10 MB
 _ALREADY_EXISTS = 6  # google.rpc.Code: this offset was appended by an earlier attempt
+# How the Write API takes each BigQuery type in a proto2 row: TIMESTAMP as int64 microseconds
+# since the epoch, DATE as int32 days since the epoch, JSON (and STRING) as text.
+_PROTO_TYPES = {
+    "TIMESTAMP": descriptor_pb2.FieldDescriptorProto.TYPE_INT64,
+    "INT64": descriptor_pb2.FieldDescriptorProto.TYPE_INT64,
+    "DATE": descriptor_pb2.FieldDescriptorProto.TYPE_INT32,
+}
 
 
 class RowMessages:
@@ -43,9 +53,7 @@ class RowMessages:
             message.field.add(
                 name=field_name,
                 number=number,
-                type=kinds.TYPE_INT64
-                if field_type in ("TIMESTAMP", "INT64")
-                else kinds.TYPE_STRING,
+                type=_PROTO_TYPES.get(field_type, kinds.TYPE_STRING),
                 label=kinds.LABEL_OPTIONAL,
             )
         pool = descriptor_pool.DescriptorPool()
@@ -58,24 +66,22 @@ class RowMessages:
 
 
 @cache
-def staging_rows(kind: BatchKind) -> RowMessages:
-    """Staging columns: the kind's wire columns (JSON travels as text) plus its batch id."""
-    wire = tuple(
+def table_messages(table: str, columns: tuple[Column, ...]) -> RowMessages:
+    """The proto message type of a table's rows (JSON columns travel as text)."""
+    fields = tuple(
         (column.name, "STRING" if column.sql_type == "JSON" else bigquery_type(column))
-        for column in LOAD_SPECS[kind].wire_columns
+        for column in columns
     )
-    return RowMessages(f"Staged{kind.value.title()}", (*wire, ("staged_batch_id", "STRING")))
+    return RowMessages("".join(part.title() for part in table.split("_")) + "Row", fields)
 
 
-def serialize(messages: RowMessages, rows: Sequence[tuple[str, Any]]) -> list[bytes]:
-    """(batch id, contract row) pairs as serialized messages; `batch_id` defaults to the batch."""
+def serialize(messages: RowMessages, rows: Iterable[Mapping[str, Any]]) -> list[bytes]:
+    """Rows (column -> value; absent or None: NULL) as serialized messages."""
     serialized: list[bytes] = []
-    for batch_id, row in rows:
+    for row in rows:
         message = messages.message_class()
-        for name, field_type in messages.fields[:-1]:
-            value = getattr(row, name)
-            if name == "batch_id":
-                value = value or batch_id
+        for name, field_type in messages.fields:
+            value = row.get(name)
             if value is None:
                 continue
             if isinstance(value, msgspec.Raw):
@@ -84,19 +90,25 @@ def serialize(messages: RowMessages, rows: Sequence[tuple[str, Any]]) -> list[by
                 value = bytes(value).decode()
             elif field_type == "TIMESTAMP":
                 value = micros(value)
+            elif field_type == "DATE":
+                value = days(value)
             setattr(message, name, value)
-        message.staged_batch_id = batch_id
         serialized.append(message.SerializeToString())
     return serialized
 
 
-def write_committed(
+class StreamLost(RuntimeError):
+    """The stream can no longer be committed (never finalized, expired, or unknown)."""
+
+
+def write_pending(
     write_client: BigQueryWriteClient,
     table_path: str,
     messages: RowMessages,
     serialized: Sequence[bytes],
-) -> None:
-    """Append `serialized` to the table (`projects/P/datasets/D/tables/T`) and commit it."""
+) -> str:
+    """Append `serialized` to a new PENDING stream of the table and finalize it: invisible
+    until committed. Returns the stream's name."""
     stream = write_client.create_write_stream(
         parent=table_path,
         write_stream=types.WriteStream(type_=types.WriteStream.Type.PENDING),
@@ -109,16 +121,32 @@ def write_committed(
     ):
         _check_append(response)
     write_client.finalize_write_stream(name=stream.name)
+    return stream.name
+
+
+def commit(write_client: BigQueryWriteClient, table_path: str, stream: str) -> None:
+    """Commit the stream (idempotent: a stream already committed is done)."""
     try:
-        commit = write_client.batch_commit_write_streams(
-            types.BatchCommitWriteStreamsRequest(parent=table_path, write_streams=[stream.name])
+        answer = write_client.batch_commit_write_streams(
+            types.BatchCommitWriteStreamsRequest(parent=table_path, write_streams=[stream])
         )
-    except google_exceptions.FailedPrecondition as error:  # emulator: already committed
-        if "state=COMMITTED" not in str(error):
-            raise
-        return
-    if commit.stream_errors:
-        raise RuntimeError(f"commit of {table_path} failed: {list(commit.stream_errors)}")
+    except google_exceptions.NotFound as error:
+        raise StreamLost(f"{stream}: {error}") from error
+    except google_exceptions.FailedPrecondition as error:
+        if "COMMITTED" in str(error).upper():
+            return
+        raise StreamLost(f"{stream}: {error}") from error
+    for stream_error in answer.stream_errors:
+        text = f"{stream_error.code.name} {stream_error.error_message}"
+        if "ALREADY_COMMITTED" in text or "state=COMMITTED" in text:
+            continue
+        if stream_error.code.name in _LOST_CODES:
+            raise StreamLost(f"{stream}: {text}")
+        raise RuntimeError(f"commit of {stream} failed: {text}")
+
+
+# StorageErrorCode names that mean the stream's rows will never become visible.
+_LOST_CODES = frozenset({"STREAM_NOT_FOUND", "INVALID_STREAM_STATE", "STREAM_FINALIZED"})
 
 
 def _append_requests(
