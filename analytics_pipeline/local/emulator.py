@@ -28,7 +28,6 @@ from urllib.parse import urlsplit
 
 import msgspec
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
 
 from analytics_pipeline import aws
 from analytics_pipeline.aws import is_local_endpoint
@@ -117,13 +116,13 @@ class EmulatorProcess(ChildProcess):
 
 
 def answers_as_aws(settings: Settings) -> bool:
-    """True when the endpoint answers an SQS call the way AWS does (an AWS error counts)."""
+    """True when the endpoint answers an SQS call (any emulator of ours or not, as long as it
+    speaks AWS: botocore turns an HTML error page into a ClientError too, so only success
+    counts)."""
     quick = Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1})
     try:
         aws.client("sqs", settings, config=quick).list_queues(MaxResults=1)
-    except ClientError:
-        return True
-    except (BotoCoreError, OSError, ValueError):
+    except Exception:  # whatever a non-AWS server makes botocore raise
         return False
     return True
 
