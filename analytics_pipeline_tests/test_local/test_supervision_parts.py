@@ -112,6 +112,7 @@ def test_a_killed_supervisors_groups_are_stopped_and_its_stale_lock_taken_over(
 
         os.killpg(supervisor.pid, signal.SIGKILL)  # the supervisor's own group: all but those
         killed_at = time.monotonic()
+        supervisor.wait(timeout=10)  # dead (a signal is not delivered the instant it is sent)
         said: list[str] = []
         PipelineLock.acquire(settings, say=said.append).close()  # waits for the lifeline
         waited = time.monotonic() - killed_at
