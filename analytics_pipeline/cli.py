@@ -39,11 +39,35 @@ def main() -> None:
     "--port", type=int, default=3000, show_default=True, help="Dagster UI port on 127.0.0.1."
 )
 def dev(simulate: bool, rate: float, port: int) -> None:
-    """Start the whole local pipeline; Ctrl-C (or SIGTERM) stops every process it started."""
+    """Start the whole local pipeline; Ctrl-C, SIGTERM or `stop` stops every process it started
+    but the AWS emulator (kept so that the stream and queues survive a restart).
+
+    One `dev` per state folder and per queue: a second one is refused.
+    """
+    from analytics_pipeline.local.pipeline_lock import PipelineRunning
+    from analytics_pipeline.local.ports import PortTaken
     from analytics_pipeline.local.stack import run_dev
 
     settings = Settings.from_env()
-    sys.exit(run_dev(settings, port=port, simulate_rate=rate if simulate else None, say=click.echo))
+    try:
+        code = run_dev(
+            settings, port=port, simulate_rate=rate if simulate else None, say=click.echo
+        )
+    except (PipelineRunning, PortTaken) as error:
+        raise click.ClickException(str(error)) from None
+    sys.exit(code)
+
+
+@main.command()
+@click.option(
+    "--emulator", is_flag=True, help="Also stop the AWS emulator a `dev` started and left running."
+)
+def stop(emulator: bool) -> None:
+    """Stop the `dev` of this state folder (ANALYTICS_STATE_DIR) and every process it started."""
+    from analytics_pipeline.local.control import stop_pipeline
+
+    if not stop_pipeline(Settings.from_env(), emulator=emulator, say=click.echo):
+        sys.exit(1)
 
 
 @main.command()
@@ -115,11 +139,18 @@ def query(output_format: str, sql: str) -> None:
 
 @main.command()
 def status() -> None:
-    """Queue depths (main and dead-letter), the latest loads, and rows per table."""
+    """Pipeline processes, queue depths (main and dead-letter), rows per table, latest loads."""
     from analytics_pipeline.loader import BatchQueue
+    from analytics_pipeline.local.control import process_rows
     from analytics_pipeline.warehouse import open_warehouse
 
     settings = Settings.from_env()
+    click.echo(f"Pipeline processes ({settings.state_dir})")
+    processes = process_rows(settings)
+    if processes:
+        click.echo(_table(["process", "pid", "state"], processes) + "\n")
+    else:
+        click.echo("no `analytics-pipeline dev` has run with this state folder\n")
     rows = []
     for name, dead_letters in ((settings.queue_name, False), (settings.dlq_name, True)):
         try:

@@ -218,3 +218,17 @@ def _acquire(path: Path, wait_seconds: float) -> IO[str]:
     handle.write(f"pid {os.getpid()}")
     handle.flush()
     return handle
+
+
+def store_in_use(path: Path) -> bool | None:
+    """Whether a live process holds the store at `path` (its flock dies with it); None when
+    there is no store here to tell (it lives on another host)."""
+    lock_path = path / LOCK_FILE
+    if not lock_path.exists():
+        return None
+    with open(lock_path) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False  # closing the file releases the shared lock

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from analytics_pipeline.local.ports import PortTaken, listener_of, port_in_use
 from analytics_pipeline.local.processes import ChildProcess, stop_on_signals
 from analytics_pipeline.settings import Settings
 
@@ -187,6 +188,27 @@ def start_bigquery_emulator(
         f"REST answer at {emulator.rest_endpoint} and gRPC at {emulator.grpc_endpoint}",
     )
     return emulator
+
+
+def check_emulator_ports(settings: Settings) -> None:
+    """PortTaken when `dev` would start the emulator but something else holds one of its ports
+    (an emulator that answers REST is reused, and then its ports are its own)."""
+    if settings.warehouse != "bigquery" or not settings.bigquery_emulator_rest:
+        return
+    if rest_answers(settings.bigquery_emulator_rest):
+        return
+    rest = urlsplit(settings.bigquery_emulator_rest)
+    grpc_host, _, grpc_port = settings.bigquery_emulator_grpc.rpartition(":")
+    for variable, host, port in (
+        ("ANALYTICS_BIGQUERY_EMULATOR_REST", rest.hostname or "127.0.0.1", rest.port),
+        ("ANALYTICS_BIGQUERY_EMULATOR_GRPC", grpc_host or "127.0.0.1", int(grpc_port)),
+    ):
+        if port is not None and port_in_use(host, port):
+            raise PortTaken(
+                f"port {port} on {host}, the BigQuery emulator's ({variable}), is held by "
+                f"something that is not a BigQuery emulator{listener_of(port)}; stop it or set "
+                f"{variable} to another port"
+            )
 
 
 def ensure_bigquery_emulator(settings: Settings) -> BigQueryEmulatorProcess | None:

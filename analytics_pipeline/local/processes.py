@@ -2,14 +2,19 @@
 
 Every child runs in a session of its own (its pid is its process group id), so stopping its
 group stops its whole tree (`dagster dev`'s webserver, daemon, code servers and run workers).
+A child also dies with its parent unless told otherwise: on Linux it gets SIGTERM when the
+parent dies, however it dies (`PR_SET_PDEATHSIG`); the grandchildren that this cannot reach
+are stopped by the lifeline (`local/lifeline.py`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -37,9 +42,64 @@ def stop_process_group(process: subprocess.Popen[bytes] | None, grace: float = 1
         os.killpg(process.pid, signal.SIGKILL)
 
 
+def stop_groups(groups: Sequence[int], grace: float) -> None:
+    """SIGTERM process groups that are not our children, SIGKILL what is left after `grace`
+    seconds (their leaders were reparented, so there is no Popen to wait on)."""
+
+    def alive(group: int) -> bool:
+        try:
+            os.killpg(group, 0)
+            return True
+        except (ProcessLookupError, PermissionError):
+            return False
+
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while any(alive(group) for group in groups) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _child_setup(die_with_parent: bool) -> Callable[[], None]:
+    """A `preexec_fn`: default SIGINT/SIGTERM handling, and (Linux) SIGTERM when the parent dies.
+
+    A background job inherits SIGINT ignored, and `dagster dev` maps SIGTERM to whatever SIGINT
+    does, so without the reset it would ignore both. PR_SET_PDEATHSIG fires when the *thread*
+    that forked the child ends, not the process: it is asked for only from the main thread (the
+    supervisor starts every child from its main thread). libc is resolved here, before the
+    fork, so the child only makes a few system calls before exec.
+    """
+    parent = os.getpid()
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    prctl = None
+    if die_with_parent and on_main_thread and sys.platform == "linux":
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def in_child() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+            if os.getppid() != parent:  # the parent died before the prctl: nobody would tell us
+                os._exit(1)
+
+    return in_child
+
+
 @dataclass
 class ChildProcess:
-    """A child in its own session, its output appended to `log_path`; stopped by group."""
+    """A child in its own session, its output appended to `log_path`; stopped by group.
+
+    It dies with its parent (see `_child_setup`) unless `dies_with_parent` is off, for a
+    process meant to outlive its starter (the AWS emulator of `dev`, the lifeline).
+    """
 
     name: str
     command: list[str]
@@ -47,6 +107,8 @@ class ChildProcess:
     env: dict[str, str] | None = None  # None: this process's environment
     cwd: Path | None = None
     grace_seconds: float = 15.0
+    dies_with_parent: bool = True
+    pass_fds: tuple[int, ...] = ()  # file descriptors the child inherits (lock files, pipes)
     popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _log: IO[bytes] | None = field(default=None, repr=False)
 
@@ -64,6 +126,8 @@ class ChildProcess:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            pass_fds=self.pass_fds,
+            preexec_fn=_child_setup(self.dies_with_parent),
         )
         return self
 

@@ -31,6 +31,7 @@ from analytics_pipeline.defs.policies import WAREHOUSE_RETRY_POLICY
 from analytics_pipeline.defs.resources import BatchQueueResource, WarehouseResource
 from analytics_pipeline.loader import LoadOutcome
 from analytics_pipeline.loader.loop import open_loader, run_loop
+from analytics_pipeline.loader.store import store_in_use
 from analytics_pipeline.settings import Settings
 
 LOOP_JOB_NAME = "events_loop_job"
@@ -38,6 +39,8 @@ LOOP_TAG = "analytics/loop"
 # A restarted loop may find the store still held by the run it replaces (ending, or not yet
 # marked dead): it waits this long for it.
 STORE_WAIT_SECONDS = 120.0
+# A loop run takes the store within seconds of its start; one this old without it is dead.
+DEAD_AFTER_SECONDS = 60.0
 
 
 class LoopConfig(dg.Config):
@@ -122,6 +125,16 @@ ACTIVE_STATUSES = [
 ]
 
 
+def _died(record: dg.RunRecord, settings: Settings) -> bool:
+    """A loop run that started over DEAD_AFTER_SECONDS ago yet holds no store is dead (killed
+    with its `dagster dev`, or OOM): the default run launcher cannot tell, so run monitoring
+    would only fail it at its max runtime, half an hour with no loads."""
+    started = record.start_time or record.create_timestamp.timestamp()
+    if time.time() - started < DEAD_AFTER_SECONDS:
+        return False
+    return store_in_use(settings.loader_store_dir) is False
+
+
 def loop_sensor(settings: Settings, job: dg.JobDefinition) -> dg.SensorDefinition:
     @dg.sensor(
         name="sqs_batches_sensor",
@@ -134,8 +147,14 @@ def loop_sensor(settings: Settings, job: dg.JobDefinition) -> dg.SensorDefinitio
         active = context.instance.get_run_records(
             dg.RunsFilter(job_name=LOOP_JOB_NAME, statuses=ACTIVE_STATUSES), limit=1
         )
-        if active:
+        if active and not _died(active[0], settings):
             return dg.SkipReason(f"loop run {active[0].dagster_run.run_id} is running")
+        if active:
+            context.instance.report_run_failed(
+                active[0].dagster_run,
+                "the loop run's process is gone (the loader store is not held): marked failed "
+                "so that the sensor can start the next",
+            )
         # A run key is used once ever: the tick's id makes each restart a new one.
         return dg.SensorResult(
             run_requests=[
