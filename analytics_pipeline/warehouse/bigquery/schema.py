@@ -21,14 +21,6 @@ from analytics_pipeline.warehouse.tables import (
     TableLayout,
 )
 
-_BIGQUERY_TYPES = {
-    "VARCHAR": "STRING",
-    "TIMESTAMP": "TIMESTAMP",
-    "JSON": "JSON",
-    "BIGINT": "INT64",
-    "DATE": "DATE",
-}
-
 # The aggregates on BigQuery: every load appends the deltas it makes (through a write stream
 # like its events: no DML, no query); `daily_event_counts` and `daily_active_users` are views
 # summing them. A repair appends a correction (see `warehouse.py`).
@@ -76,15 +68,11 @@ AGGREGATE_VIEWS: dict[str, tuple[str, str]] = {
 }
 
 
-def bigquery_type(column: Column) -> str:
-    return _BIGQUERY_TYPES[column.sql_type]
-
-
 def schema_fields(columns: Iterable[Column]) -> list[bigquery.SchemaField]:
     # REQUIRED only where the table says NOT NULL; additive changes add NULLABLE columns.
     return [
         bigquery.SchemaField(
-            column.name, bigquery_type(column), mode="REQUIRED" if column.not_null else "NULLABLE"
+            column.name, column.bigquery_type, mode="REQUIRED" if column.not_null else "NULLABLE"
         )
         for column in columns
     ]
@@ -150,11 +138,11 @@ def ensure_table(
             for column in missing:
                 client.query(
                     f"ALTER TABLE `{table_id}` ADD COLUMN IF NOT EXISTS "
-                    f"`{column.name}` {bigquery_type(column)}"
+                    f"`{column.name}` {column.bigquery_type}"
                 ).result()
         existing.schema = [
             *existing.schema,
-            *(bigquery.SchemaField(c.name, bigquery_type(c)) for c in missing),
+            *(bigquery.SchemaField(c.name, c.bigquery_type) for c in missing),
         ]
         client.update_table(existing, ["schema"])
     return False
