@@ -55,7 +55,8 @@ class Settings:
     bucket: str = setting(
         "ANALYTICS_BUCKET",
         "analytics-event-batches",
-        "S3 bucket for batches too big for one SQS message and for batches staged for a run.",
+        "S3 bucket for batches too big for one SQS message, and the failure record of each "
+        "batch that failed to load.",
     )
     warehouse: str = setting(
         "ANALYTICS_WAREHOUSE", "duckdb", "Warehouse: `duckdb` (local) or `bigquery`."
@@ -99,6 +100,13 @@ class Settings:
         "false",
         "Make BigQuery refuse queries on `events` without a filter on `timestamp`. Applied when "
         "the table is created.",
+    )
+    bigquery_streams_per_hour: int = setting(
+        "ANALYTICS_BIGQUERY_STREAMS_PER_HOUR",
+        "8000",
+        "Write streams the load loop may create per hour on BigQuery (one per table a load "
+        "writes): it spaces loads to stay under the project's CreateWriteStream quota "
+        "(10,000 an hour per region by default), so a busy hour makes fewer, bigger loads.",
     )
     state_dir: Path = setting(
         "ANALYTICS_STATE_DIR",

@@ -52,7 +52,7 @@ def test_to_env_round_trips() -> None:
     settings = Settings.from_env(
         {
             "ANALYTICS_STREAM_NAME": "s",
-            "ANALYTICS_DEDUPE_WINDOW_DAYS": "3",
+            "ANALYTICS_LOAD_MAX_MESSAGES": "3",
             "AWS_ENDPOINT_URL": "",
             "ANALYTICS_BIGQUERY_REQUIRE_PARTITION_FILTER": "true",
         }
