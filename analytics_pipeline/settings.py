@@ -9,6 +9,7 @@ library, so the Lambda package can use it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import types
 import typing
@@ -152,8 +153,9 @@ class Settings:
     loader_state_dir: Path = setting(
         "ANALYTICS_LOADER_STATE_DIR",
         ".analytics-pipeline/loader",
-        "The loader's store (key index, batch ledger, intents), a folder per queue, on the disk "
-        "of the host that runs the load loop. Losing it: see `analytics-pipeline loader rebuild`.",
+        "The loader's store (key index, batch ledger, intents), a folder per queue and "
+        "warehouse, on the disk of the host that runs the load loop. Losing it: see "
+        "`analytics-pipeline loader rebuild`.",
     )
     duplicate_check_cron: str = setting(
         "ANALYTICS_DUPLICATE_CHECK_CRON",
@@ -234,8 +236,15 @@ class Settings:
 
     @property
     def loader_store_dir(self) -> Path:
-        """The store of this pipeline's queue (one loader per queue)."""
-        return self.loader_state_dir / self.queue_name
+        """The store of this queue's loads into this warehouse: what it knows is loaded is
+        loaded *there*, so pointing the pipeline at another warehouse starts another store
+        (and switching back finds the old one)."""
+        if self.warehouse == "bigquery":
+            where = f"{self.bigquery_project}/{self.bigquery_dataset}/{self.bigquery_emulator_rest}"
+        else:
+            where = str(self.duckdb_path.resolve())
+        digest = hashlib.sha256(where.encode()).hexdigest()[:12]
+        return self.loader_state_dir / self.queue_name / f"{self.warehouse}-{digest}"
 
     @property
     def loader_retention_days(self) -> int:
