@@ -1,0 +1,662 @@
+"""The monthly bill for N events: every billed request of the pipeline's request pattern, priced.
+
+`estimate` is a pure function of the volume, the warehouse, the pipeline's parameters (from
+`Settings` and the code's own constants), the measured bytes and the stated assumptions; each
+item carries its arithmetic with the numbers, so a reader can redo it with other prices. The
+request pattern is issue 13's loading design (one long-lived loop per queue: long-poll, load
+through the Storage Write API, delete; no query per load; aggregates written as delta rows).
+
+Traffic is modelled as spread evenly over the month at its average rate; Kinesis is sized for the
+peak (`peak_to_average`). Arrivals are Poisson where it matters (Lambda polls each shard about
+once a second, so a quiet shard invokes once per record and a busy one once a second; the loop
+issues an empty long poll only for a 20 s gap without a message), which makes the average-rate
+figures an upper bound for bursty traffic.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from analytics_pipeline.cost.prices import (
+    BIGQUERY_MIN_BYTES_PER_TABLE,
+    DAYS_PER_MONTH,
+    FREE_TIERS,
+    GIB,
+    HOURS_PER_MONTH,
+    KINESIS_ON_DEMAND_RECORD_ROUNDING_BYTES,
+    KINESIS_PUT_PAYLOAD_UNIT_BYTES,
+    KINESIS_SHARD_WRITE_BYTES_PER_SECOND,
+    KINESIS_SHARD_WRITE_RECORDS_PER_SECOND,
+    PRICES,
+    SECONDS_PER_MONTH,
+    SQS_BILLING_CHUNK_BYTES,
+    SQS_MAX_WAIT_SECONDS,
+    TIB,
+)
+from analytics_pipeline.cost.sizes import MeasuredSizes
+
+WAREHOUSES = ("duckdb", "bigquery")
+# R3 of the issue 13 research: RocksDB held 10 M keys (18 B each) in 212 MB on disk.
+LOADER_STORE_BYTES_PER_KEY = 21.2
+
+
+def assumption(default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass(frozen=True)
+class Assumptions:
+    """What the bill depends on that the code cannot know; `--assume NAME=VALUE` overrides."""
+
+    events_per_blob: int = assumption(
+        40, "events per client blob (Kinesis record): the benchmark workload's median"
+    )
+    peak_to_average: float = assumption(
+        3.0,
+        "busiest second's traffic over the month's average: provisioned shards are sized for it",
+    )
+    late_event_share: float = assumption(
+        0.02, "share of events whose day is not the day they arrive (offline devices)"
+    )
+    late_days_updated_per_day: int = assumption(
+        2,
+        "older days that late events update, each rescanned by the duplicate check at every tick",
+    )
+    rejected_share: float = assumption(0.001, "share of events the contract rejects")
+    distinct_event_names: int = assumption(
+        50, "distinct (type, event) pairs of the app: rows of a daily_event_counts delta"
+    )
+    lambda_architecture: str = assumption(
+        "x86_64", "x86_64 (where the handler speed was measured) or arm64 (20 % cheaper GB-s)"
+    )
+    lambda_memory_mb: int = assumption(1769, "the Lambda's memory: 1,769 MB is one full vCPU")
+    lambda_fixed_ms: float = assumption(
+        25.0, "ms an invocation takes besides parsing: runtime overhead, the SendMessageBatch"
+    )
+    handler_events_per_second: float = assumption(
+        181_433, "the handler's measured speed on one core (README, `make bench`)"
+    )
+    queues: int = assumption(1, "SQS queues, each with one loader loop (scale-out: several)")
+    loader_host_in_aws: bool = assumption(
+        False,
+        "false: the loader runs outside AWS (next to BigQuery or on premises) and SQS bodies "
+        "leave AWS; true: it runs in the region and BigQuery's rows leave AWS instead",
+    )
+    hosts: int = assumption(1, "hosts for Dagster, the loader and the collector")
+    host_hourly_usd: float = assumption(
+        PRICES["host_hour_m7g_large"].usd, "price of one host hour (an EC2 m7g.large)"
+    )
+    free_tiers: bool = assumption(True, "subtract the monthly free tiers, each as its own item")
+    storage_months: float = assumption(
+        1.0, "months of storage counted: 1 = the first month of a month's events"
+    )
+
+    def with_overrides(self, texts: Sequence[str]) -> Assumptions:
+        """`NAME=VALUE` texts applied over these assumptions, typed like the fields."""
+        known = {f.name: type(getattr(self, f.name)) for f in fields(self)}
+        changes: dict[str, Any] = {}
+        for text in texts:
+            name, sep, value = text.partition("=")
+            if not sep or name not in known:
+                raise ValueError(
+                    f"expected NAME=VALUE with NAME one of {', '.join(known)}: {text!r}"
+                )
+            kind = known[name]
+            if kind is bool:
+                changes[name] = value.strip().lower() in ("1", "true", "yes")
+            else:
+                changes[name] = kind(value)
+        if changes.get("lambda_architecture", self.lambda_architecture) not in ("x86_64", "arm64"):
+            raise ValueError("lambda_architecture is x86_64 or arm64")
+        return replace(self, **changes)
+
+
+def assumption_docs() -> dict[str, str]:
+    return {f.name: f.metadata["doc"] for f in fields(Assumptions)}
+
+
+@dataclass(frozen=True)
+class PipelineParameters:
+    """What the code and the settings fix: limits, batch sizes, schedules."""
+
+    trigger_batch_size: int  # Kinesis records per Lambda invocation at most
+    sqs_message_max_bytes: int  # larger batches go through S3
+    sqs_batch_max_entries: int  # messages per SendMessageBatch
+    sqs_batch_max_bytes: int  # bytes per SendMessageBatch
+    sqs_receive_max_messages: int  # messages per ReceiveMessage / DeleteMessageBatch
+    duplicate_check_cron: str
+    duplicate_check_ticks_per_month: float
+    aggregate_cron: str
+    key_retention_days: int  # the loader store keeps keys this many days of load time
+
+
+@dataclass(frozen=True)
+class Item:
+    item: str
+    monthly_usd: float
+    arithmetic: str
+    vendor: str  # "AWS", "BigQuery" or "host" (always $0 here: hosts_monthly_usd holds them)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "item": self.item,
+            "monthly_usd": _round(self.monthly_usd),
+            "arithmetic": self.arithmetic,
+        }
+
+
+@dataclass(frozen=True)
+class Estimate:
+    events_per_month: int
+    warehouse: str
+    items: list[Item]
+    hosts_monthly_usd: float
+    assumptions: dict[str, Any]
+
+    @property
+    def monthly_usd(self) -> float:
+        return sum(item.monthly_usd for item in self.items)
+
+    @property
+    def per_million_usd(self) -> float:
+        return self.monthly_usd / self.events_per_month * 1e6
+
+    def vendor_usd(self, vendor: str) -> float:
+        return sum(item.monthly_usd for item in self.items if item.vendor == vendor)
+
+    def biggest(self, count: int = 3) -> list[Item]:
+        return sorted(self.items, key=lambda item: -item.monthly_usd)[:count]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "events_per_month": self.events_per_month,
+            "monthly_usd": _round(self.monthly_usd),
+            "per_million_usd": _round(self.per_million_usd),
+            "hosts_monthly_usd": _round(self.hosts_monthly_usd),
+            "items": [item.as_json() for item in self.items],
+            "assumptions": self.assumptions,
+        }
+
+
+def estimate(
+    events_per_month: int,
+    warehouse: str,
+    pipeline: PipelineParameters,
+    sizes: MeasuredSizes,
+    assume: Assumptions,
+) -> Estimate:
+    if events_per_month < 1:
+        raise ValueError("events_per_month must be at least 1")
+    if warehouse not in WAREHOUSES:
+        raise ValueError(f"warehouse is one of {WAREHOUSES}, not {warehouse!r}")
+    if sizes.events_per_blob != assume.events_per_blob:
+        raise ValueError("the sizes were measured for another events_per_blob")
+    bill = _Bill(events_per_month, warehouse, pipeline, sizes, assume)
+    return Estimate(
+        events_per_month=events_per_month,
+        warehouse=warehouse,
+        items=bill.items,
+        hosts_monthly_usd=assume.hosts * assume.host_hourly_usd * HOURS_PER_MONTH,
+        assumptions={
+            "warehouse": warehouse,
+            **asdict(assume),
+            "explained": assumption_docs(),
+            "pipeline": asdict(pipeline),
+            "measured_bytes": sizes.as_json(),
+            "derived": bill.derived,
+            "not_counted": [
+                "your own queries and dashboards (reading the aggregate views included)",
+                "CloudWatch logs and metrics of the Lambda",
+                "Kinesis retention beyond 24 h and enhanced fan-out (not used)",
+                "storage beyond `storage_months` (each further month adds the storage item again)",
+            ],
+            "unverified_prices": [
+                name for name, price in {**PRICES, **FREE_TIERS}.items() if not price.verified
+            ],
+            "prices": {name: price.as_json() for name, price in PRICES.items()},
+            "free_tier_quantities": {name: tier.as_json() for name, tier in FREE_TIERS.items()},
+        },
+    )
+
+
+class _Bill:
+    """One estimate's working: items in the order of the data's path, and derived figures."""
+
+    def __init__(
+        self,
+        events: int,
+        warehouse: str,
+        pipeline: PipelineParameters,
+        sizes: MeasuredSizes,
+        assume: Assumptions,
+    ) -> None:
+        self.events, self.pipeline, self.sizes, self.assume = events, pipeline, sizes, assume
+        self.items: list[Item] = []
+        self.derived: dict[str, Any] = {}
+        self._kinesis()
+        self._lambda()
+        self._sqs()
+        self._s3()
+        self._transfer(warehouse)
+        if warehouse == "bigquery":
+            self._bigquery()
+        else:
+            self._add(
+                "Warehouse: DuckDB",
+                0.0,
+                "DuckDB runs on the loader host: in hosts_monthly_usd; the duplicate check and "
+                "the aggregates run there too",
+                "host",
+            )
+        self._loader_store()
+
+    def _add(self, item: str, usd: float, arithmetic: str, vendor: str) -> None:
+        self.items.append(Item(item, usd, arithmetic, vendor))
+
+    def _free(self, item: str, tier: str, used: float, unit_usd: float, vendor: str) -> None:
+        """A free tier as its own negative item: min(used, free) units at `unit_usd` each."""
+        if not self.assume.free_tiers:
+            return
+        free = FREE_TIERS[tier]
+        usd = -min(used, free.usd) * unit_usd
+        self._add(
+            item,
+            usd,
+            f"-min({_n(used)}, {_n(free.usd)} free) {free.per} x ${unit_usd:.4g} = "
+            f"-${_money(-usd)}",
+            vendor,
+        )
+
+    # --- AWS -------------------------------------------------------------------------------
+
+    def _kinesis(self) -> None:
+        s, a = self.sizes, self.assume
+        records = self.events / a.events_per_blob
+        avg_bytes = records * s.blob_bytes / SECONDS_PER_MONTH
+        avg_records = records / SECONDS_PER_MONTH
+        peak_bytes, peak_records = avg_bytes * a.peak_to_average, avg_records * a.peak_to_average
+        shards = max(
+            1,
+            math.ceil(peak_bytes / KINESIS_SHARD_WRITE_BYTES_PER_SECOND),
+            math.ceil(peak_records / KINESIS_SHARD_WRITE_RECORDS_PER_SECOND),
+        )
+        units_per_record = math.ceil(s.blob_bytes / KINESIS_PUT_PAYLOAD_UNIT_BYTES)
+        hour, units = PRICES["kinesis_shard_hour"], PRICES["kinesis_put_payload_units"]
+        provisioned = [
+            (
+                "Kinesis shard-hours (provisioned)",
+                shards * HOURS_PER_MONTH * hour.usd,
+                f"{shards} shard(s) x {HOURS_PER_MONTH} h x ${hour.usd}; sized for the peak: "
+                f"{_n(records)} records of {_n(s.blob_bytes)} B ({a.events_per_blob} events) = "
+                f"{_n(avg_bytes / 1e3)} kB/s and {_n(avg_records)} records/s on average, x "
+                f"{a.peak_to_average:g} = {_n(peak_bytes / 1e3)} kB/s, {_n(peak_records)} "
+                f"records/s (a shard takes 1 MiB/s and 1,000 records/s)",
+            ),
+            (
+                "Kinesis PUT payload units",
+                records * units_per_record * units.usd / 1e6,
+                f"{_n(records)} records x {units_per_record} unit(s) of 25 KiB x ${units.usd}/M",
+            ),
+        ]
+        stream_hour = PRICES["kinesis_on_demand_stream_hour"]
+        data_in, data_out = (
+            PRICES["kinesis_on_demand_data_in"],
+            PRICES["kinesis_on_demand_data_out"],
+        )
+        rounded = math.ceil(s.blob_bytes / KINESIS_ON_DEMAND_RECORD_ROUNDING_BYTES)
+        in_gib = records * rounded * KINESIS_ON_DEMAND_RECORD_ROUNDING_BYTES / GIB
+        out_gib = records * s.blob_bytes / GIB
+        on_demand = [
+            (
+                "Kinesis on-demand stream-hours",
+                HOURS_PER_MONTH * stream_hour.usd,
+                f"{HOURS_PER_MONTH} h x ${stream_hour.usd} (unverified price)",
+            ),
+            (
+                "Kinesis on-demand data in",
+                in_gib * data_in.usd,
+                f"{_n(records)} records x {rounded} KiB (rounded up) = {_n(in_gib)} GiB x "
+                f"${data_in.usd} (unverified price)",
+            ),
+            (
+                "Kinesis on-demand data out (read once, by the Lambda)",
+                out_gib * data_out.usd,
+                f"{_n(records)} x {_n(s.blob_bytes)} B = {_n(out_gib)} GiB x ${data_out.usd} "
+                "(unverified price)",
+            ),
+        ]
+        cost_provisioned = sum(usd for _, usd, _ in provisioned)
+        cost_on_demand = sum(usd for _, usd, _ in on_demand)
+        chosen, other = (
+            (provisioned, on_demand)
+            if cost_provisioned <= cost_on_demand
+            else (on_demand, provisioned)
+        )
+        mode = "provisioned" if chosen is provisioned else "on-demand"
+        other_mode = "on-demand" if mode == "provisioned" else "provisioned"
+        for index, (name, usd, arithmetic) in enumerate(chosen):
+            if index == 0:
+                arithmetic += (
+                    f"; {mode} is the cheaper mode here: {other_mode} would be "
+                    f"${_money(sum(u for _, u, _ in other))}/month"
+                )
+            self._add(name, usd, arithmetic, "AWS")
+        self.shards, self.records = shards, records
+        self.derived.update(
+            kinesis_mode=mode,
+            kinesis_provisioned_monthly_usd=_round(cost_provisioned),
+            kinesis_on_demand_monthly_usd=_round(cost_on_demand),
+            kinesis_shards=shards,
+            kinesis_records=_round(records),
+        )
+
+    def _lambda(self) -> None:
+        a, p = self.assume, self.pipeline
+        shard_seconds = self.shards * SECONDS_PER_MONTH
+        per_shard_second = self.records / shard_seconds
+        busy_share = -math.expm1(-per_shard_second)  # P(a record in a given second), Poisson
+        invocations = shard_seconds * max(busy_share, per_shard_second / p.trigger_batch_size)
+        events_per_invocation = self.events / invocations
+        ms = math.ceil(
+            a.lambda_fixed_ms + events_per_invocation / a.handler_events_per_second * 1e3
+        )
+        gb = a.lambda_memory_mb / 1024
+        gb_seconds = invocations * ms / 1e3 * gb
+        requests, duration = (
+            PRICES["lambda_requests"],
+            PRICES[f"lambda_gb_second_{a.lambda_architecture}"],
+        )
+        self._add(
+            "Lambda requests",
+            invocations * requests.usd / 1e6,
+            f"{_n(invocations)} invocations x ${requests.usd}/M: {self.shards} shard(s) x "
+            f"{_n(SECONDS_PER_MONTH)} s x P(a record in the second) {busy_share:.4f} "
+            f"({_n(per_shard_second)} records per shard-second, Poisson; at most "
+            f"{p.trigger_batch_size} records per invocation)",
+            "AWS",
+        )
+        self._free(
+            "Lambda requests: monthly free tier",
+            "lambda_requests",
+            invocations,
+            requests.usd / 1e6,
+            "AWS",
+        )
+        self._add(
+            f"Lambda duration ({a.lambda_architecture})",
+            gb_seconds * duration.usd,
+            f"{_n(invocations)} x {ms} ms ({a.lambda_fixed_ms:g} ms fixed + "
+            f"{_n(events_per_invocation)} events / {_n(a.handler_events_per_second)} events/s) "
+            f"x {gb:.3f} GB = {_n(gb_seconds)} GB-s x ${duration.usd}",
+            "AWS",
+        )
+        self._free(
+            "Lambda duration: monthly free tier",
+            "lambda_gb_seconds",
+            gb_seconds,
+            duration.usd,
+            "AWS",
+        )
+        self.invocations, self.events_per_invocation = invocations, events_per_invocation
+        self.derived.update(
+            lambda_invocations=_round(invocations),
+            events_per_invocation=_round(events_per_invocation),
+            lambda_billed_ms=ms,
+        )
+
+    def _sqs(self) -> None:
+        s, a, p = self.sizes, self.assume, self.pipeline
+        epi = self.events_per_invocation
+        p_late = _any_of(epi, a.late_event_share)  # a late event in the invocation
+        p_rejected = _any_of(epi, a.rejected_share)
+        messages = 1 + p_late + p_rejected  # one batch per (kind, day) of the invocation
+        events_message = epi * (1 - a.late_event_share) * s.sqs_body_bytes_per_event
+        events_message += s.sqs_attribute_bytes_per_message
+        self.oversize = events_message > p.sqs_message_max_bytes
+        body = s.s3_pointer_body_bytes if self.oversize else epi * s.sqs_body_bytes_per_event
+        send_bytes = (
+            body
+            + epi * a.rejected_share * s.sqs_body_bytes_per_rejected_row
+            + messages * s.sqs_attribute_bytes_per_message
+        )
+        calls = max(
+            math.ceil(messages / min(p.sqs_batch_max_entries, p.sqs_receive_max_messages)),
+            math.ceil(send_bytes / p.sqs_batch_max_bytes),
+        )
+        chunks = max(calls, math.ceil(send_bytes / SQS_BILLING_CHUNK_BYTES))
+        sends = self.invocations * chunks
+        price = PRICES["sqs_requests"]
+        self._add(
+            "SQS SendMessageBatch (Lambda)",
+            sends * price.usd / 1e6,
+            f"{_n(self.invocations)} invocations x {chunks} request(s) of 64 KiB: "
+            f"{_n(messages)} message(s) ({_n(epi)} events x {_n(s.sqs_body_bytes_per_event)} B "
+            f"base64 gzip NDJSON + {_n(s.sqs_attribute_bytes_per_message)} B of attributes"
+            f"{', oversize: the body is an S3 pointer' if self.oversize else ''}) = "
+            f"{_n(send_bytes)} B x ${price.usd}/M",
+            "AWS",
+        )
+        # The loop receives what one send carried (an upper bound: a busy queue packs more
+        # into one receive), deletes it in one call, and long-polls 20 s when idle.
+        self.loads = self.invocations * calls
+        arrivals = self.loads / SECONDS_PER_MONTH / a.queues
+        quiet = math.exp(-SQS_MAX_WAIT_SECONDS * arrivals)
+        empty = a.queues * (
+            self.loads / a.queues * quiet / -math.expm1(-SQS_MAX_WAIT_SECONDS * arrivals)
+            if arrivals
+            else SECONDS_PER_MONTH / SQS_MAX_WAIT_SECONDS
+        )
+        receives = self.loads * (chunks / calls)
+        self._add(
+            "SQS ReceiveMessage (loader loop)",
+            (receives + empty) * price.usd / 1e6,
+            f"{_n(self.loads)} receives x {chunks / calls:g} request(s) of 64 KiB + {_n(empty)} "
+            f"empty {SQS_MAX_WAIT_SECONDS} s long polls ({a.queues} loop(s), "
+            f"{_n(arrivals)} arrivals/s: sends x e^-{SQS_MAX_WAIT_SECONDS}a / "
+            f"(1 - e^-{SQS_MAX_WAIT_SECONDS}a)) = {_n(receives + empty)} x ${price.usd}/M",
+            "AWS",
+        )
+        self._add(
+            "SQS DeleteMessageBatch (loader loop)",
+            self.loads * price.usd / 1e6,
+            f"{_n(self.loads)} loads x 1 x ${price.usd}/M",
+            "AWS",
+        )
+        total = sends + receives + empty + self.loads
+        self._free("SQS requests: monthly free tier", "sqs_requests", total, price.usd / 1e6, "AWS")
+        self.send_bytes = send_bytes
+        self.derived.update(
+            sqs_messages_per_invocation=_round(messages),
+            sqs_bytes_per_send=_round(send_bytes),
+            sqs_requests=_round(total),
+            loads=_round(self.loads),
+            oversize_batches=self.oversize,
+        )
+
+    def _s3(self) -> None:
+        put, get = PRICES["s3_put"], PRICES["s3_get"]
+        if not self.oversize:
+            self._add(
+                "S3 (oversize batches only)",
+                0.0,
+                f"no batch is over {_n(self.pipeline.sqs_message_max_bytes)} B: one invocation's "
+                f"batch is {_n(self.send_bytes)} B; no staging objects any more",
+                "AWS",
+            )
+            return
+        objects = self.invocations
+        self._add(
+            "S3 (oversize batches only)",
+            objects * (put.usd + get.usd) / 1e3,
+            f"{_n(objects)} batches over {_n(self.pipeline.sqs_message_max_bytes)} B x (PUT "
+            f"${put.usd} + GET ${get.usd}) / 1,000; DELETE free, storage seconds-long",
+            "AWS",
+        )
+
+    def _transfer(self, warehouse: str) -> None:
+        price = PRICES["aws_data_transfer_out"]
+        if not self.assume.loader_host_in_aws:
+            gib = self.loads * self.send_bytes / GIB
+            what = (
+                f"{_n(self.loads)} receives x {_n(self.send_bytes)} B (SQS bodies to a loader "
+                "outside AWS)"
+            )
+        elif warehouse == "bigquery":
+            gib = self.events * self.sizes.write_api_row_bytes / GIB
+            what = (
+                f"{_n(self.events)} rows x {_n(self.sizes.write_api_row_bytes)} B (a loader in "
+                "AWS writes to BigQuery)"
+            )
+        else:
+            gib = 0.0
+            what = "loader and DuckDB in the region: nothing leaves AWS"
+        self._add(
+            "AWS data transfer out",
+            gib * price.usd,
+            f"{what} = {_n(gib)} GiB x ${price.usd} (unverified price)",
+            "AWS",
+        )
+        self._free(
+            "AWS data transfer out: monthly free tier",
+            "aws_data_transfer_out_gib",
+            gib,
+            price.usd,
+            "AWS",
+        )
+
+    # --- BigQuery --------------------------------------------------------------------------
+
+    def _bigquery(self) -> None:
+        s, a, p = self.sizes, self.assume, self.pipeline
+        epi = self.events_per_invocation
+        names = a.distinct_event_names
+        p_late = _any_of(epi, a.late_event_share)
+        counts_rows = names * _any_of(epi * (1 - a.late_event_share), 1 / names)  # distinct
+        counts_rows += p_late  # a late day's few events: about one row
+        users_rows = 1 + p_late
+        delta_bytes = (
+            counts_rows * s.event_counts_delta_row_bytes
+            + users_rows * s.active_users_delta_row_bytes
+        )
+        events_bytes = self.events * s.write_api_row_bytes
+        quarantine_bytes = self.events * a.rejected_share * s.quarantine_row_bytes
+        deltas = self.loads * delta_bytes
+        written = events_bytes + quarantine_bytes + deltas
+        write = PRICES["bigquery_write_api"]
+        self._add(
+            "BigQuery Storage Write API",
+            written / GIB * write.usd,
+            f"({_n(self.events)} events x {_n(s.write_api_row_bytes)} B + "
+            f"{_n(self.events * a.rejected_share)} quarantine rows x "
+            f"{_n(s.quarantine_row_bytes)} B + {_n(self.loads)} loads x {_n(delta_bytes)} B of "
+            f"aggregate deltas ({_n(counts_rows)} event-count rows, {_n(users_rows)} active-user "
+            f"rows)) = {_n(written / GIB)} GiB x "
+            f"${write.usd}/GiB",
+            "BigQuery",
+        )
+        self._free(
+            "BigQuery Storage Write API: 2 TiB monthly free tier",
+            "bigquery_write_api_tib",
+            written / TIB,
+            write.usd * TIB / GIB,
+            "BigQuery",
+        )
+        stored = (self.events * s.events_row_bytes + quarantine_bytes + deltas) * a.storage_months
+        storage = PRICES["bigquery_active_storage"]
+        self._add(
+            "BigQuery active storage (first month)",
+            stored / GIB * storage.usd,
+            f"({_n(self.events)} x {_n(s.events_row_bytes)} B of events + quarantine + deltas) x "
+            f"{a.storage_months:g} month(s) = {_n(stored / GIB)} GiB-month x ${storage.usd}",
+            "BigQuery",
+        )
+        self._free(
+            "BigQuery storage: monthly free tier",
+            "bigquery_storage_gib",
+            stored / GIB,
+            storage.usd,
+            "BigQuery",
+        )
+        self._add(
+            "BigQuery queries per load",
+            0.0,
+            "none: rows go in by Storage Write API appends (PENDING stream per table, one "
+            "BatchCommitWriteStreams); the dedupe index and batch ledger are in the loader store; "
+            "aggregates are delta rows in the same commit: 0 tables referenced x 10 MB",
+            "BigQuery",
+        )
+        query = PRICES["bigquery_on_demand_query"]
+        ticks = p.duplicate_check_ticks_per_month
+        day_rows = self.events / DAYS_PER_MONTH
+        tick_seconds = SECONDS_PER_MONTH / ticks
+        p_today = -math.expm1(-self.loads / SECONDS_PER_MONTH * tick_seconds)
+        today = max(BIGQUERY_MIN_BYTES_PER_TABLE, day_rows / 2 * s.duplicate_check_bytes_per_row)
+        late = max(BIGQUERY_MIN_BYTES_PER_TABLE, day_rows * s.duplicate_check_bytes_per_row)
+        scanned = ticks * (p_today * today + a.late_days_updated_per_day * late)
+        self._add(
+            "BigQuery duplicate check (scheduled)",
+            scanned / TIB * query.usd,
+            f"'{p.duplicate_check_cron}' = {_n(ticks)} ticks x (today {p_today:.3f} x "
+            f"max(10 MiB, {_n(day_rows / 2)} rows so far on average x "
+            f"{_n(s.duplicate_check_bytes_per_row)} B) + {a.late_days_updated_per_day} late "
+            f"day(s) x max(10 MiB, {_n(day_rows)} rows x {_n(s.duplicate_check_bytes_per_row)} B)) "
+            f"= {_n(scanned / TIB)} TiB x ${query.usd}/TiB (message_id + timestamp of each "
+            "scanned day partition; clustering prunes nothing)",
+            "BigQuery",
+        )
+        self._free(
+            "BigQuery queries: 1 TiB monthly free tier",
+            "bigquery_query_tib",
+            scanned / TIB,
+            query.usd,
+            "BigQuery",
+        )
+        self._add(
+            "BigQuery aggregate refresh (scheduled)",
+            0.0,
+            "none: daily_event_counts and daily_active_users are views summing the delta rows "
+            f"written with each load (in the Write API and storage items); "
+            f"'{p.aggregate_cron}' schedules no BigQuery query; reading a view is your query",
+            "BigQuery",
+        )
+        self.derived.update(
+            bigquery_written_gib=_round(written / GIB),
+            bigquery_stored_gib_month=_round(stored / GIB),
+            duplicate_check_tib=_round(scanned / TIB),
+        )
+
+    def _loader_store(self) -> None:
+        keys = self.events / DAYS_PER_MONTH * self.pipeline.key_retention_days
+        disk = keys * LOADER_STORE_BYTES_PER_KEY / 1e9
+        self._add(
+            "Loader store (RocksDB on the loader host)",
+            0.0,
+            f"{_n(keys)} keys ({self.pipeline.key_retention_days} days of load time) x "
+            f"{LOADER_STORE_BYTES_PER_KEY} B = {_n(disk)} GB of the host's disk: in "
+            "hosts_monthly_usd; no requests billed",
+            "host",
+        )
+        self.derived["loader_store_gb"] = _round(disk)
+
+
+def _any_of(count: float, share: float) -> float:
+    """P(at least one of `count` independent draws has a property of this `share`)."""
+    return 1 - (1 - share) ** count
+
+
+def _round(value: float) -> float:
+    return round(value, 6)
+
+
+def _money(value: float) -> str:
+    return f"{value:,.2f}" if abs(value) >= 100 else f"{value:.4g}"
+
+
+def _n(value: float) -> str:
+    """A count or size for people: thousands separators, 3 significant digits when small."""
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
