@@ -165,7 +165,7 @@ def cost(
     if output_format == "json":
         click.echo(msgspec.json.encode(estimate.as_json()).decode())
     else:
-        click.echo(text_report(estimate, _table))
+        click.echo(text_report(estimate))
 
 
 @main.group()

@@ -41,6 +41,7 @@ from analytics_pipeline.cost.sizes import MeasuredSizes
 WAREHOUSES = ("duckdb", "bigquery")
 # R3 of the issue 13 research: RocksDB held 10 M keys (18 B each) in 212 MB on disk.
 LOADER_STORE_BYTES_PER_KEY = 21.2
+FULL_VCPU_MB = 1769  # Lambda's memory size with one full vCPU
 
 
 def assumption(default: Any, doc: str) -> Any:
@@ -72,12 +73,21 @@ class Assumptions:
     lambda_architecture: str = assumption(
         "x86_64", "x86_64 (where the handler speed was measured) or arm64 (20 % cheaper GB-s)"
     )
-    lambda_memory_mb: int = assumption(1769, "the Lambda's memory: 1,769 MB is one full vCPU")
+    lambda_memory_mb: int = assumption(
+        1024,
+        "the Lambda's memory, as analytics_pipeline/ingest/__init__.py sets it; one full vCPU "
+        "comes at 1,769 MB, so the handler runs at min(1, memory / 1,769) of its one-core speed",
+    )
     lambda_fixed_ms: float = assumption(
         25.0, "ms an invocation takes besides parsing: runtime overhead, the SendMessageBatch"
     )
     handler_events_per_second: float = assumption(
-        181_433, "the handler's measured speed on one core (README, `make bench`)"
+        181_433, "the handler's measured speed on one full core (README, `make bench`)"
+    )
+    kinesis_retention_hours: int = assumption(
+        168,
+        "the stream's retention: analytics_pipeline/ingest/__init__.py asks for >= 7 days; "
+        "24 h is free, 25-168 h is billed (extended retention)",
     )
     queues: int = assumption(1, "SQS queues, each with one loader loop (scale-out: several)")
     loader_host_in_aws: bool = assumption(
@@ -139,6 +149,7 @@ class Item:
     monthly_usd: float
     arithmetic: str
     vendor: str  # "AWS", "BigQuery" or "host" (always $0 here: hosts_monthly_usd holds them)
+    covers: int = 0  # a free tier: how many items just before it the credit is for
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -167,8 +178,22 @@ class Estimate:
     def vendor_usd(self, vendor: str) -> float:
         return sum(item.monthly_usd for item in self.items if item.vendor == vendor)
 
-    def biggest(self, count: int = 3) -> list[Item]:
-        return sorted(self.items, key=lambda item: -item.monthly_usd)[:count]
+    def net_items(self) -> list[tuple[str, float]]:
+        """Each billed item less its share of the free tier that covers it (pro rata)."""
+        net: list[list[Any]] = []
+        for item in self.items:
+            if not item.covers:
+                net.append([item.item, item.monthly_usd])
+                continue
+            covered = net[-item.covers :]
+            gross = sum(usd for _, usd in covered)
+            for entry in covered:
+                entry[1] += item.monthly_usd * (entry[1] / gross if gross else 0)
+        return [(name, usd) for name, usd in net]
+
+    def biggest(self, count: int = 3) -> list[tuple[str, float]]:
+        """The largest items after free tiers."""
+        return sorted(self.net_items(), key=lambda pair: -pair[1])[:count]
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -256,18 +281,24 @@ class _Bill:
     def _add(self, item: str, usd: float, arithmetic: str, vendor: str) -> None:
         self.items.append(Item(item, usd, arithmetic, vendor))
 
-    def _free(self, item: str, tier: str, used: float, unit_usd: float, vendor: str) -> None:
-        """A free tier as its own negative item: min(used, free) units at `unit_usd` each."""
+    def _free(
+        self, item: str, tier: str, used: float, unit_usd: float, vendor: str, covers: int = 1
+    ) -> None:
+        """A free tier as its own negative item: min(used, free) units at `unit_usd` each, for
+        the `covers` items just added."""
         if not self.assume.free_tiers:
             return
         free = FREE_TIERS[tier]
         usd = -min(used, free.usd) * unit_usd
-        self._add(
-            item,
-            usd,
-            f"-min({_n(used)}, {_n(free.usd)} free) {free.per} x ${unit_usd:.4g} = "
-            f"-${_money(-usd)}",
-            vendor,
+        self.items.append(
+            Item(
+                item,
+                usd,
+                f"-min({_n(used)}, {_n(free.usd)} free) {free.per} x ${unit_usd:.4g} = "
+                f"-${_money(-usd)}",
+                vendor,
+                covers,
+            )
         )
 
     # --- AWS -------------------------------------------------------------------------------
@@ -300,6 +331,12 @@ class _Bill:
                 records * units_per_record * units.usd / 1e6,
                 f"{_n(records)} records x {units_per_record} unit(s) of 25 KiB x ${units.usd}/M",
             ),
+            self._retention(
+                "Kinesis extended retention (provisioned)",
+                shards * HOURS_PER_MONTH * PRICES["kinesis_extended_retention_shard_hour"].usd,
+                f"{shards} shard(s) x {HOURS_PER_MONTH} h x "
+                f"${PRICES['kinesis_extended_retention_shard_hour'].usd} (unverified price)",
+            ),
         ]
         stream_hour = PRICES["kinesis_on_demand_stream_hour"]
         data_in, data_out = (
@@ -309,6 +346,8 @@ class _Bill:
         rounded = math.ceil(s.blob_bytes / KINESIS_ON_DEMAND_RECORD_ROUNDING_BYTES)
         in_gib = records * rounded * KINESIS_ON_DEMAND_RECORD_ROUNDING_BYTES / GIB
         out_gib = records * s.blob_bytes / GIB
+        on_demand_retention = PRICES["kinesis_on_demand_extended_retention"]
+        retained_share = max(a.kinesis_retention_hours - 24, 0) / HOURS_PER_MONTH
         on_demand = [
             (
                 "Kinesis on-demand stream-hours",
@@ -326,6 +365,13 @@ class _Bill:
                 out_gib * data_out.usd,
                 f"{_n(records)} x {_n(s.blob_bytes)} B = {_n(out_gib)} GiB x ${data_out.usd} "
                 "(unverified price)",
+            ),
+            self._retention(
+                "Kinesis extended retention (on-demand)",
+                in_gib * retained_share * on_demand_retention.usd,
+                f"{_n(in_gib)} GiB a month x ({a.kinesis_retention_hours} - 24) h / "
+                f"{HOURS_PER_MONTH} h = {_n(in_gib * retained_share)} GiB-month x "
+                f"${on_demand_retention.usd} (unverified price)",
             ),
         ]
         cost_provisioned = sum(usd for _, usd, _ in provisioned)
@@ -353,6 +399,19 @@ class _Bill:
             kinesis_records=_round(records),
         )
 
+    def _retention(self, name: str, usd: float, arithmetic: str) -> tuple[str, float, str]:
+        """Kinesis keeps records 24 h for free; longer (up to 7 days) is billed."""
+        hours = self.assume.kinesis_retention_hours
+        if not 24 <= hours <= 168:
+            raise ValueError("kinesis_retention_hours is modelled from 24 to 168")
+        why = (
+            f"retention {hours} h (analytics_pipeline/ingest/__init__.py asks for >= 7 days, so "
+            "a failed shard range can be replayed from the stream)"
+        )
+        if hours == 24:
+            return name, 0.0, f"{why}: the free 24 h; 168 h would cost {arithmetic}"
+        return name, usd, f"{why}: {arithmetic}"
+
     def _lambda(self) -> None:
         a, p = self.assume, self.pipeline
         shard_seconds = self.shards * SECONDS_PER_MONTH
@@ -360,9 +419,8 @@ class _Bill:
         busy_share = -math.expm1(-per_shard_second)  # P(a record in a given second), Poisson
         invocations = shard_seconds * max(busy_share, per_shard_second / p.trigger_batch_size)
         events_per_invocation = self.events / invocations
-        ms = math.ceil(
-            a.lambda_fixed_ms + events_per_invocation / a.handler_events_per_second * 1e3
-        )
+        speed = a.handler_events_per_second * min(1.0, a.lambda_memory_mb / FULL_VCPU_MB)
+        ms = math.ceil(a.lambda_fixed_ms + events_per_invocation / speed * 1e3)
         gb = a.lambda_memory_mb / 1024
         gb_seconds = invocations * ms / 1e3 * gb
         requests, duration = (
@@ -389,8 +447,9 @@ class _Bill:
             f"Lambda duration ({a.lambda_architecture})",
             gb_seconds * duration.usd,
             f"{_n(invocations)} x {ms} ms ({a.lambda_fixed_ms:g} ms fixed + "
-            f"{_n(events_per_invocation)} events / {_n(a.handler_events_per_second)} events/s) "
-            f"x {gb:.3f} GB = {_n(gb_seconds)} GB-s x ${duration.usd}",
+            f"{_n(events_per_invocation)} events / ({_n(a.handler_events_per_second)} events/s "
+            f"on a core x min(1, {a.lambda_memory_mb} / {FULL_VCPU_MB} MB))) x {gb:.3f} GB = "
+            f"{_n(gb_seconds)} GB-s x ${duration.usd}",
             "AWS",
         )
         self._free(
@@ -410,16 +469,21 @@ class _Bill:
     def _sqs(self) -> None:
         s, a, p = self.sizes, self.assume, self.pipeline
         epi = self.events_per_invocation
-        p_late = _any_of(epi, a.late_event_share)  # a late event in the invocation
-        p_rejected = _any_of(epi, a.rejected_share)
-        messages = 1 + p_late + p_rejected  # one batch per (kind, day) of the invocation
-        events_message = epi * (1 - a.late_event_share) * s.sqs_body_bytes_per_event
+        # The Lambda sends to each queue that got events (keys split by hash over the queues)
+        # one SendMessageBatch with one batch per (kind, day) present.
+        queues_hit = a.queues * _any_of(epi, 1 / a.queues)
+        per_send = epi / queues_hit  # events
+        p_late = _any_of(per_send, a.late_event_share)  # a late event among them
+        p_rejected = _any_of(per_send, a.rejected_share)
+        messages = 1 + p_late + p_rejected
+        events_message = per_send * (1 - a.late_event_share) * s.sqs_body_bytes_per_event
         events_message += s.sqs_attribute_bytes_per_message
         self.oversize = events_message > p.sqs_message_max_bytes
-        body = s.s3_pointer_body_bytes if self.oversize else epi * s.sqs_body_bytes_per_event
+        inline = per_send * s.sqs_body_bytes_per_event
+        body = s.s3_pointer_body_bytes if self.oversize else inline
         send_bytes = (
             body
-            + epi * a.rejected_share * s.sqs_body_bytes_per_rejected_row
+            + per_send * a.rejected_share * s.sqs_body_bytes_per_rejected_row
             + messages * s.sqs_attribute_bytes_per_message
         )
         calls = max(
@@ -427,27 +491,29 @@ class _Bill:
             math.ceil(send_bytes / p.sqs_batch_max_bytes),
         )
         chunks = max(calls, math.ceil(send_bytes / SQS_BILLING_CHUNK_BYTES))
-        sends = self.invocations * chunks
+        self.batch_sends = self.invocations * queues_hit
+        sends = self.batch_sends * chunks
         price = PRICES["sqs_requests"]
         self._add(
             "SQS SendMessageBatch (Lambda)",
             sends * price.usd / 1e6,
-            f"{_n(self.invocations)} invocations x {chunks} request(s) of 64 KiB: "
-            f"{_n(messages)} message(s) ({_n(epi)} events x {_n(s.sqs_body_bytes_per_event)} B "
-            f"base64 gzip NDJSON + {_n(s.sqs_attribute_bytes_per_message)} B of attributes"
-            f"{', oversize: the body is an S3 pointer' if self.oversize else ''}) = "
+            f"{_n(self.invocations)} invocations x {_n(queues_hit)} queue(s) x {chunks} "
+            f"request(s) of 64 KiB: {_n(messages)} message(s) ({_n(per_send)} events x "
+            f"{_n(s.sqs_body_bytes_per_event)} B base64 gzip NDJSON + "
+            f"{_n(s.sqs_attribute_bytes_per_message)} B of attributes a message"
+            f"{'; oversize: the body is an S3 pointer' if self.oversize else ''}) = "
             f"{_n(send_bytes)} B x ${price.usd}/M",
             "AWS",
         )
-        # The loop receives what one send carried (an upper bound: a busy queue packs more
-        # into one receive), deletes it in one call, and long-polls 20 s when idle.
-        self.loads = self.invocations * calls
-        arrivals = self.loads / SECONDS_PER_MONTH / a.queues
+        # A loop receives what one send carried (an upper bound: a busy queue packs more into
+        # one receive), deletes it in one call, and long-polls 20 s while its queue is empty.
+        self.loads = self.batch_sends * calls
+        arrivals = self.loads / SECONDS_PER_MONTH / a.queues  # per queue
         quiet = math.exp(-SQS_MAX_WAIT_SECONDS * arrivals)
-        empty = a.queues * (
-            self.loads / a.queues * quiet / -math.expm1(-SQS_MAX_WAIT_SECONDS * arrivals)
+        empty = (
+            self.loads * quiet / -math.expm1(-SQS_MAX_WAIT_SECONDS * arrivals)
             if arrivals
-            else SECONDS_PER_MONTH / SQS_MAX_WAIT_SECONDS
+            else a.queues * SECONDS_PER_MONTH / SQS_MAX_WAIT_SECONDS
         )
         receives = self.loads * (chunks / calls)
         self._add(
@@ -455,7 +521,7 @@ class _Bill:
             (receives + empty) * price.usd / 1e6,
             f"{_n(self.loads)} receives x {chunks / calls:g} request(s) of 64 KiB + {_n(empty)} "
             f"empty {SQS_MAX_WAIT_SECONDS} s long polls ({a.queues} loop(s), "
-            f"{_n(arrivals)} arrivals/s: sends x e^-{SQS_MAX_WAIT_SECONDS}a / "
+            f"a = {_n(arrivals)} arrivals/s each: receives x e^-{SQS_MAX_WAIT_SECONDS}a / "
             f"(1 - e^-{SQS_MAX_WAIT_SECONDS}a)) = {_n(receives + empty)} x ${price.usd}/M",
             "AWS",
         )
@@ -466,13 +532,19 @@ class _Bill:
             "AWS",
         )
         total = sends + receives + empty + self.loads
-        self._free("SQS requests: monthly free tier", "sqs_requests", total, price.usd / 1e6, "AWS")
+        self._free(
+            "SQS requests: monthly free tier", "sqs_requests", total, price.usd / 1e6, "AWS", 3
+        )
         self.send_bytes = send_bytes
+        # what a load downloads: the message, and the batch from S3 when it is oversize
+        self.fetched_bytes = send_bytes + (inline * 3 / 4 if self.oversize else 0)
+        self.events_per_load = self.events / self.loads
         self.derived.update(
-            sqs_messages_per_invocation=_round(messages),
+            sqs_messages_per_send=_round(messages),
             sqs_bytes_per_send=_round(send_bytes),
             sqs_requests=_round(total),
             loads=_round(self.loads),
+            events_per_load=_round(self.events_per_load),
             oversize_batches=self.oversize,
         )
 
@@ -487,7 +559,7 @@ class _Bill:
                 "AWS",
             )
             return
-        objects = self.invocations
+        objects = self.batch_sends
         self._add(
             "S3 (oversize batches only)",
             objects * (put.usd + get.usd) / 1e3,
@@ -499,10 +571,10 @@ class _Bill:
     def _transfer(self, warehouse: str) -> None:
         price = PRICES["aws_data_transfer_out"]
         if not self.assume.loader_host_in_aws:
-            gib = self.loads * self.send_bytes / GIB
+            gib = self.loads * self.fetched_bytes / GIB
             what = (
-                f"{_n(self.loads)} receives x {_n(self.send_bytes)} B (SQS bodies to a loader "
-                "outside AWS)"
+                f"{_n(self.loads)} loads x {_n(self.fetched_bytes)} B (SQS messages"
+                f"{' and S3 batches' if self.oversize else ''} to a loader outside AWS)"
             )
         elif warehouse == "bigquery":
             gib = self.events * self.sizes.write_api_row_bytes / GIB
@@ -531,7 +603,7 @@ class _Bill:
 
     def _bigquery(self) -> None:
         s, a, p = self.sizes, self.assume, self.pipeline
-        epi = self.events_per_invocation
+        epi = self.events_per_load
         names = a.distinct_event_names
         p_late = _any_of(epi, a.late_event_share)
         counts_rows = names * _any_of(epi * (1 - a.late_event_share), 1 / names)  # distinct
@@ -545,6 +617,8 @@ class _Bill:
         quarantine_bytes = self.events * a.rejected_share * s.quarantine_row_bytes
         deltas = self.loads * delta_bytes
         written = events_bytes + quarantine_bytes + deltas
+        # one PENDING stream per table a load writes: events, both delta tables, quarantine
+        streams_per_hour = self.loads / HOURS_PER_MONTH * (3 + _any_of(epi, a.rejected_share))
         write = PRICES["bigquery_write_api"]
         self._add(
             "BigQuery Storage Write API",
@@ -553,8 +627,9 @@ class _Bill:
             f"{_n(self.events * a.rejected_share)} quarantine rows x "
             f"{_n(s.quarantine_row_bytes)} B + {_n(self.loads)} loads x {_n(delta_bytes)} B of "
             f"aggregate deltas ({_n(counts_rows)} event-count rows, {_n(users_rows)} active-user "
-            f"rows)) = {_n(written / GIB)} GiB x "
-            f"${write.usd}/GiB",
+            f"rows)) = {_n(written / GIB)} GiB x ${write.usd}/GiB; the stream calls "
+            f"(create, append, finalize, commit: {_n(streams_per_hour)} streams an hour) are not "
+            "billed",
             "BigQuery",
         )
         self._free(
@@ -624,6 +699,7 @@ class _Bill:
         )
         self.derived.update(
             bigquery_written_gib=_round(written / GIB),
+            write_streams_per_hour=_round(streams_per_hour),
             bigquery_stored_gib_month=_round(stored / GIB),
             duplicate_check_tib=_round(scanned / TIB),
         )

@@ -77,6 +77,23 @@ PRICES: dict[str, Price] = {
     "kinesis_on_demand_data_out": Price(
         0.04, "GiB read", _KINESIS, RESEARCH_READ, False, _KINESIS_ON_DEMAND_NOTE
     ),
+    "kinesis_extended_retention_shard_hour": Price(
+        0.02,
+        "shard-hour of retention beyond 24 h, up to 7 days (provisioned)",
+        _KINESIS,
+        RESEARCH_READ,
+        False,
+        "not verified: from memory, restated by https://c3x.dev/resources/aws/aws_kinesis_stream; "
+        "the AWS page's stored text names the charge without the figure",
+    ),
+    "kinesis_on_demand_extended_retention": Price(
+        0.10,
+        "GiB-month retained beyond 24 h, up to 7 days (on-demand)",
+        _KINESIS,
+        RESEARCH_READ,
+        False,
+        "not verified: from memory",
+    ),
     "lambda_requests": Price(0.20, "million requests", _LAMBDA, RESEARCH_READ),
     "lambda_gb_second_x86_64": Price(0.0000166667, "GB-second (x86_64)", _LAMBDA, RESEARCH_READ),
     "lambda_gb_second_arm64": Price(0.0000133334, "GB-second (arm64)", _LAMBDA, RESEARCH_READ),

@@ -3,17 +3,16 @@ README and `benchmarks/RESULTS.md` show next to hosted products' list prices."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
+
+from tabulate import tabulate
 
 from analytics_pipeline.cost.model import Estimate
 from analytics_pipeline.cost.prices import COMPARISONS
 
-Table = Callable[[list[str], list[Any]], str]
-COMMAND = "analytics-pipeline cost --events-per-month {events} --warehouse {warehouse}"
 
-
-def text_report(estimate: Estimate, table: Table) -> str:
+def text_report(estimate: Estimate) -> str:
     per_million = 1e6 / estimate.events_per_month
     rows: list[Any] = [
         (item.item, _usd(item.monthly_usd), _usd(item.monthly_usd * per_million))
@@ -34,7 +33,13 @@ def text_report(estimate: Estimate, table: Table) -> str:
         f"${estimate.monthly_usd:,.2f} a month, ${estimate.per_million_usd:.4f} per million "
         f"events (list prices, free tiers {'applied' if a['free_tiers'] else 'not applied'})",
         "",
-        table(["item", "$ / month", "$ / million events"], rows),
+        tabulate(
+            rows,
+            headers=["item", "$ / month", "$ / million events"],
+            tablefmt="simple",
+            disable_numparse=True,
+            colalign=("left", "right", "right"),
+        ),
         "",
         "Arithmetic:",
         *(f"- {item.item}: {item.arithmetic}" for item in estimate.items),
@@ -60,12 +65,10 @@ def markdown_volumes(estimates: Sequence[Estimate]) -> list[str]:
     ]
     for estimate in estimates:
         biggest = ", ".join(
-            f"{item.item} {item.monthly_usd:,.2f}"
-            for item in estimate.biggest(3)
-            if item.monthly_usd > 0
+            f"{name} {usd:,.2f}" for name, usd in estimate.biggest(3) if usd >= 0.005
         )
         hosted = " | ".join(
-            f"${COMPARISONS[name].usd * estimate.events_per_month / 1e6:,.0f}" for name in names
+            _usd_text(COMPARISONS[name].usd * estimate.events_per_month / 1e6) for name in names
         )
         lines.append(
             f"| {_volume(estimate.events_per_month)} | {estimate.monthly_usd:,.2f} | "
@@ -75,7 +78,13 @@ def markdown_volumes(estimates: Sequence[Estimate]) -> list[str]:
 
 
 def _usd(value: float) -> str:
-    return f"{value:,.2f}" if abs(value) >= 1 else f"{value:.4f}"
+    if value == 0:
+        return "0"
+    return f"{value:,.2f}" if abs(value) >= 1 else f"{value:.6f}"
+
+
+def _usd_text(value: float) -> str:
+    return f"${value:,.0f}" if value >= 100 else f"${value:,.2f}"
 
 
 def _volume(events: int) -> str:
