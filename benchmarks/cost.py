@@ -16,12 +16,14 @@ from pathlib import Path
 from analytics_pipeline.contract.batches import decode_event_rows, decompress
 from analytics_pipeline.cost import Estimate, estimate_for_settings
 from analytics_pipeline.cost.sizes import logical_bytes
+from analytics_pipeline.ingest.packing import sqs_message_bytes
+from analytics_pipeline.loader.plan import plan_load
 from analytics_pipeline.settings import Settings
 from analytics_pipeline.warehouse.base import StagedBatch
 from analytics_pipeline.warehouse.duckdb import DuckDBWarehouse
 from analytics_pipeline.warehouse.tables import EVENT_TABLE_COLUMNS
-from benchmarks.loader_bench import LoadInput
-from benchmarks.workload import Workload
+from benchmarks.handler_bench import run_handler
+from benchmarks.workload import Workload, invocations_of_about, lambda_events
 
 VOLUMES = (1_000_000, 100_000_000, 1_000_000_000, 10_000_000_000)
 WAREHOUSE = "bigquery"
@@ -41,34 +43,46 @@ class CostFigures:
         return shlex.join(words)
 
 
-def duckdb_bytes(data: LoadInput) -> int:
+def duckdb_bytes(batches: list[StagedBatch]) -> int:
+    """The DuckDB file after the product's own load of every batch (plan, then commit)."""
     with tempfile.TemporaryDirectory(prefix="bench-cost-") as folder:
         warehouse = DuckDBWarehouse(Path(folder) / "w.duckdb")
-        staged = [
-            StagedBatch(r.batch_id, r.kind, r.day, r.row_count, data.bodies[r.key])  # type: ignore[arg-type]
-            for r in data.all_refs()
-        ]
-        warehouse.load_batches(staged, 7)
+        warehouse.ensure_schema()
+        plan = plan_load(batches, known=lambda keys: set(), loaded_batches=lambda ids: set())
+        warehouse.commit(plan, warehouse.prepare(plan))
         return (Path(folder) / "w.duckdb").stat().st_size
 
 
 def measure_cost(
-    workload: Workload, data: LoadInput, handler_events_per_second: float
+    workload: Workload, handler_events_per_second: float, events_per_invocation: int
 ) -> CostFigures:
+    """Bytes on each hop of the workload, as the handler packs invocations of about
+    `events_per_invocation` events; the bill from the model at each of VOLUMES."""
     events = workload.events
-    refs = data.all_refs()
-    ndjson = b"".join(decompress(data.bodies[r.key]) for r in refs)
-    loaded = data.events
-    # As sent: base64 of the gzip body plus ~230 bytes of message attributes.
-    message_bytes = sum(len(data.bodies[r.key]) * 4 / 3 + 230 for r in refs)
-    bigquery = sum(logical_bytes(row, EVENT_TABLE_COLUMNS) for row in decode_event_rows(ndjson))
+    captured = [
+        run_handler(lambda_events(group))
+        for group in invocations_of_about(workload, events_per_invocation)
+    ]
+    messages = [message for output in captured for message in output.messages]
+    batches = [
+        StagedBatch(header.batch_id, header.kind, header.day, header.row_count, body)
+        for output in captured
+        for header, body in output.batches()
+    ]
+    ndjson = b"".join(decompress(batch.ndjson_gz) for batch in batches)
+    rows = decode_event_rows(ndjson)
+    message_bytes = sum(
+        sqs_message_bytes(message["MessageBody"], message["MessageAttributes"])
+        for message in messages
+    )
+    bigquery = sum(logical_bytes(row, EVENT_TABLE_COLUMNS) for row in rows)
     figures = CostFigures(
         bytes_per_event={
             "client blob (gzip JSON) = Kinesis record": sum(map(len, workload.blobs)) / events,
-            "SQS message (base64 gzip NDJSON + attributes)": message_bytes / loaded,
-            "batch NDJSON, uncompressed (context merged into each row)": len(ndjson) / loaded,
-            "DuckDB file": duckdb_bytes(data) / loaded,
-            "BigQuery logical (active storage, Write API ingest)": bigquery / loaded,
+            "SQS message (base64 gzip NDJSON + attributes)": message_bytes / len(rows),
+            "batch NDJSON, uncompressed (context merged into each row)": len(ndjson) / len(rows),
+            "DuckDB file": duckdb_bytes(batches) / len(rows),
+            "BigQuery logical (active storage, Write API ingest)": bigquery / len(rows),
         },
         assume=[f"handler_events_per_second={handler_events_per_second:.0f}"],
     )

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> Path:
     data = load_input(workload, arguments.batch_events, arguments.run_events)
     run.loader = measure_loaders(data, arguments.dlt_events, arguments.loader_rounds)
     print(f"loader {run.loader}", flush=True)
-    run.cost = measure_cost(workload, data, run.handler.handler_events_per_second)
+    run.cost = measure_cost(workload, run.handler.handler_events_per_second, arguments.batch_events)
     if not arguments.skip_e2e:
         overrides = dict(item.split("=", 1) for item in arguments.set)
         rates = [arguments.rate] + [float(r) for r in arguments.max_rates.split(",") if r]

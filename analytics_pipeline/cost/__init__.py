@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from analytics_pipeline.contract.limits import Limits
 from analytics_pipeline.cost import sizes
-from analytics_pipeline.cost.cron import ticks_per_month
+from analytics_pipeline.cost.cron import schedule
 from analytics_pipeline.cost.model import (
     WAREHOUSES,
     Assumptions,
@@ -22,6 +22,7 @@ from analytics_pipeline.cost.model import (
 )
 from analytics_pipeline.ingest.sinks import SQS_BATCH_MAX_BYTES, SQS_BATCH_MAX_ENTRIES
 from analytics_pipeline.loader.batch_queue import SQS_BATCH
+from analytics_pipeline.loader.loop import MAX_WAIT_SECONDS
 from analytics_pipeline.settings import Settings
 
 __all__ = [
@@ -43,10 +44,10 @@ def pipeline_parameters(settings: Settings) -> PipelineParameters:
         sqs_batch_max_entries=SQS_BATCH_MAX_ENTRIES,
         sqs_batch_max_bytes=SQS_BATCH_MAX_BYTES,
         sqs_receive_max_messages=SQS_BATCH,
-        duplicate_check_cron=settings.duplicate_check_cron,
-        duplicate_check_ticks_per_month=ticks_per_month(settings.duplicate_check_cron),
-        aggregate_cron=settings.aggregate_cron,
-        key_retention_days=settings.late_arrival_days + 1,
+        load_max_messages=settings.load_max_messages,
+        loop_max_wait_seconds=MAX_WAIT_SECONDS,
+        duplicate_check=schedule(settings.duplicate_check_cron),
+        key_retention_days=settings.loader_retention_days,
     )
 
 

@@ -1,11 +1,13 @@
-"""Ticks of a cron schedule per billing month, counted day by day (croniter parses the fields).
+"""When a cron schedule runs, per billing month, counted day by day (croniter parses the fields).
 
 Iterating a minute-level schedule tick by tick over a year takes seconds; a cron string is a set
-of minutes times a set of hours on the days it matches, so counting the matching days is enough.
+of minutes times a set of hours on the days it matches, so the matching days and the times of
+day are enough, and they tell the cost model how full a day's partition is at each tick.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, timedelta
 
 from croniter import croniter
@@ -13,11 +15,25 @@ from croniter import croniter
 from analytics_pipeline.cost.prices import HOURS_PER_MONTH
 
 _REFERENCE_YEAR = 2026  # not a leap year: 365 days = 8,760 h = 12 billing months of 730 h
+_MONTHS_PER_YEAR = 365 * 24 / HOURS_PER_MONTH
 _FIELD_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 6))
 
 
-def ticks_per_month(expression: str) -> float:
-    """Average ticks in a 730-hour month: the ticks of a whole year over 12."""
+@dataclass(frozen=True)
+class Schedule:
+    expression: str
+    days_per_month: float  # days it runs on, in an average 730-hour month
+    minutes_of_day: tuple[int, ...]  # when it runs on those days, minutes after midnight UTC
+
+    @property
+    def ticks_per_month(self) -> float:
+        return self.days_per_month * len(self.minutes_of_day)
+
+    def as_json(self) -> dict[str, object]:
+        return {"cron": self.expression, "ticks_per_month": round(self.ticks_per_month, 3)}
+
+
+def schedule(expression: str) -> Schedule:
     fields = croniter.expand(expression)[0]
     if len(fields) != 5:
         raise ValueError(f"expected a 5-field cron string, got {expression!r}")
@@ -34,8 +50,15 @@ def ticks_per_month(expression: str) -> float:
         if day.month in months and ((in_month or in_week) if either_day else in_month and in_week):
             matching_days += 1
         day += timedelta(days=1)
-    ticks_per_year = matching_days * len(hours) * len(minutes)
-    return ticks_per_year * HOURS_PER_MONTH / (365 * 24)
+    return Schedule(
+        expression,
+        matching_days / _MONTHS_PER_YEAR,
+        tuple(sorted(60 * hour + minute for hour in hours for minute in minutes)),
+    )
+
+
+def ticks_per_month(expression: str) -> float:
+    return schedule(expression).ticks_per_month
 
 
 def _values(field: list[int | str], low: int, high: int) -> set[int]:

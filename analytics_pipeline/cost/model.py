@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from analytics_pipeline.cost.cron import Schedule
 from analytics_pipeline.cost.prices import (
     BIGQUERY_MIN_BYTES_PER_TABLE,
     DAYS_PER_MONTH,
@@ -33,7 +34,6 @@ from analytics_pipeline.cost.prices import (
     PRICES,
     SECONDS_PER_MONTH,
     SQS_BILLING_CHUNK_BYTES,
-    SQS_MAX_WAIT_SECONDS,
     TIB,
 )
 from analytics_pipeline.cost.sizes import MeasuredSizes
@@ -137,10 +137,15 @@ class PipelineParameters:
     sqs_batch_max_entries: int  # messages per SendMessageBatch
     sqs_batch_max_bytes: int  # bytes per SendMessageBatch
     sqs_receive_max_messages: int  # messages per ReceiveMessage / DeleteMessageBatch
-    duplicate_check_cron: str
-    duplicate_check_ticks_per_month: float
-    aggregate_cron: str
+    load_max_messages: int  # messages one load takes at most
+    loop_max_wait_seconds: int  # the loop's long poll while its queue is empty
+    duplicate_check: Schedule
     key_retention_days: int  # the loader store keeps keys this many days of load time
+
+    def as_json(self) -> dict[str, Any]:
+        facts = {f.name: getattr(self, f.name) for f in fields(self)}
+        facts["duplicate_check"] = self.duplicate_check.as_json()
+        return facts
 
 
 @dataclass(frozen=True)
@@ -229,7 +234,7 @@ def estimate(
             "warehouse": warehouse,
             **asdict(assume),
             "explained": assumption_docs(),
-            "pipeline": asdict(pipeline),
+            "pipeline": pipeline.as_json(),
             "measured_bytes": sizes.as_json(),
             "derived": bill.derived,
             "not_counted": [
@@ -505,33 +510,41 @@ class _Bill:
             f"{_n(send_bytes)} B x ${price.usd}/M",
             "AWS",
         )
-        # A loop receives what one send carried (an upper bound: a busy queue packs more into
-        # one receive), deletes it in one call, and long-polls 20 s while its queue is empty.
+        # A load takes what one send carried (an upper bound: a busy queue packs more into one
+        # load): the loop's long poll returns it, SQS_BATCH messages a call, then one more
+        # short poll finds the queue empty and ends the receive; one delete per SQS_BATCH.
         self.loads = self.batch_sends * calls
+        per_load = messages / calls  # messages one load takes
+        receive_calls = math.ceil(min(per_load, p.load_max_messages) / p.sqs_receive_max_messages)
+        receive_chunks = max(receive_calls, math.ceil(send_bytes / SQS_BILLING_CHUNK_BYTES))
+        closing = 1 if per_load < p.load_max_messages else 0
+        wait = p.loop_max_wait_seconds
         arrivals = self.loads / SECONDS_PER_MONTH / a.queues  # per queue
-        quiet = math.exp(-SQS_MAX_WAIT_SECONDS * arrivals)
+        quiet = math.exp(-wait * arrivals)
         empty = (
-            self.loads * quiet / -math.expm1(-SQS_MAX_WAIT_SECONDS * arrivals)
+            self.loads * quiet / -math.expm1(-wait * arrivals)
             if arrivals
-            else a.queues * SECONDS_PER_MONTH / SQS_MAX_WAIT_SECONDS
+            else a.queues * SECONDS_PER_MONTH / wait
         )
-        receives = self.loads * (chunks / calls)
+        receives = self.loads * (receive_chunks + closing)
         self._add(
             "SQS ReceiveMessage (loader loop)",
             (receives + empty) * price.usd / 1e6,
-            f"{_n(self.loads)} receives x {chunks / calls:g} request(s) of 64 KiB + {_n(empty)} "
-            f"empty {SQS_MAX_WAIT_SECONDS} s long polls ({a.queues} loop(s), "
-            f"a = {_n(arrivals)} arrivals/s each: receives x e^-{SQS_MAX_WAIT_SECONDS}a / "
-            f"(1 - e^-{SQS_MAX_WAIT_SECONDS}a)) = {_n(receives + empty)} x ${price.usd}/M",
+            f"{_n(self.loads)} loads x ({receive_chunks} request(s) of 64 KiB for {_n(per_load)} "
+            f"message(s) + {closing} empty short poll) + {_n(empty)} empty {wait} s long polls "
+            f"({a.queues} loop(s), a = {_n(arrivals)} loads/s each: loads x e^-{wait}a / "
+            f"(1 - e^-{wait}a)) = {_n(receives + empty)} x ${price.usd}/M",
             "AWS",
         )
+        deletes = self.loads * math.ceil(per_load / p.sqs_receive_max_messages)
         self._add(
             "SQS DeleteMessageBatch (loader loop)",
-            self.loads * price.usd / 1e6,
-            f"{_n(self.loads)} loads x 1 x ${price.usd}/M",
+            deletes * price.usd / 1e6,
+            f"{_n(self.loads)} loads x {math.ceil(per_load / p.sqs_receive_max_messages)} x "
+            f"${price.usd}/M",
             "AWS",
         )
-        total = sends + receives + empty + self.loads
+        total = sends + receives + empty + deletes
         self._free(
             "SQS requests: monthly free tier", "sqs_requests", total, price.usd / 1e6, "AWS", 3
         )
@@ -664,22 +677,39 @@ class _Bill:
             "BigQuery",
         )
         query = PRICES["bigquery_on_demand_query"]
-        ticks = p.duplicate_check_ticks_per_month
+        check = p.duplicate_check
+        ticks = check.ticks_per_month
         day_rows = self.events / DAYS_PER_MONTH
-        tick_seconds = SECONDS_PER_MONTH / ticks
-        p_today = -math.expm1(-self.loads / SECONDS_PER_MONTH * tick_seconds)
-        today = max(BIGQUERY_MIN_BYTES_PER_TABLE, day_rows / 2 * s.duplicate_check_bytes_per_row)
-        late = max(BIGQUERY_MIN_BYTES_PER_TABLE, day_rows * s.duplicate_check_bytes_per_row)
-        scanned = ticks * (p_today * today + a.late_days_updated_per_day * late)
+        per_row = s.duplicate_check_bytes_per_row
+        floor = BIGQUERY_MIN_BYTES_PER_TABLE
+        full_day = max(floor, day_rows * per_row)
+        # Each tick scans the days updated since the one before: today's partition as full as
+        # the time of day (none at 00:00), each finished day once after its midnight, and the
+        # older days late events updated (every tick, or every day when ticks are rarer).
+        p_today = -math.expm1(-self.loads / ticks) if ticks else 0.0
+        today = check.days_per_month * sum(
+            p_today * max(floor, minute / 1440 * day_rows * per_row)
+            for minute in check.minutes_of_day
+            if minute
+        )
+        finished = DAYS_PER_MONTH * full_day
+        late_scans = a.late_days_updated_per_day * max(ticks, DAYS_PER_MONTH)
+        scanned = today + finished + late_scans * full_day if ticks else 0.0
+        fill = (
+            sum(m / 1440 for m in check.minutes_of_day) / len(check.minutes_of_day)
+            if check.minutes_of_day
+            else 0
+        )
         self._add(
             "BigQuery duplicate check (scheduled)",
             scanned / TIB * query.usd,
-            f"'{p.duplicate_check_cron}' = {_n(ticks)} ticks x (today {p_today:.3f} x "
-            f"max(10 MiB, {_n(day_rows / 2)} rows so far on average x "
-            f"{_n(s.duplicate_check_bytes_per_row)} B) + {a.late_days_updated_per_day} late "
-            f"day(s) x max(10 MiB, {_n(day_rows)} rows x {_n(s.duplicate_check_bytes_per_row)} B)) "
-            f"= {_n(scanned / TIB)} TiB x ${query.usd}/TiB (message_id + timestamp of each "
-            "scanned day partition; clustering prunes nothing)",
+            f"'{check.expression}' = {_n(ticks)} ticks; each scans message_id + timestamp "
+            f"({_n(per_row)} B a row, at least 10 MiB a day scanned; clustering prunes nothing) "
+            f"of: today so far ({fill:.0%} of {_n(day_rows)} rows on average) = "
+            f"{_n(today / GIB)} GiB, each finished day once: {_n(DAYS_PER_MONTH)} x "
+            f"{_n(full_day / GIB)} GiB, {a.late_days_updated_per_day} late day(s) x "
+            f"{_n(max(ticks, DAYS_PER_MONTH))} = {_n(late_scans)} x {_n(full_day / GIB)} GiB; "
+            f"= {_n(scanned / TIB)} TiB x ${query.usd}/TiB",
             "BigQuery",
         )
         self._free(
@@ -693,8 +723,8 @@ class _Bill:
             "BigQuery aggregate refresh (scheduled)",
             0.0,
             "none: daily_event_counts and daily_active_users are views summing the delta rows "
-            f"written with each load (in the Write API and storage items); "
-            f"'{p.aggregate_cron}' schedules no BigQuery query; reading a view is your query",
+            "written with each load (in the Write API and storage items); no scheduled query; "
+            "reading a view is your query (a day repaired from the UI scans that day once)",
             "BigQuery",
         )
         self.derived.update(
@@ -705,14 +735,16 @@ class _Bill:
         )
 
     def _loader_store(self) -> None:
-        keys = self.events / DAYS_PER_MONTH * self.pipeline.key_retention_days
+        days = self.pipeline.key_retention_days
+        keys = self.events / DAYS_PER_MONTH * days * self.sizes.store_keys_per_event
         disk = keys * LOADER_STORE_BYTES_PER_KEY / 1e9
         self._add(
             "Loader store (RocksDB on the loader host)",
             0.0,
-            f"{_n(keys)} keys ({self.pipeline.key_retention_days} days of load time) x "
-            f"{LOADER_STORE_BYTES_PER_KEY} B = {_n(disk)} GB of the host's disk: in "
-            "hosts_monthly_usd; no requests billed",
+            f"{_n(self.events / DAYS_PER_MONTH)} events a day x {days} days of load time x "
+            f"{self.sizes.store_keys_per_event:.2f} keys an event (messageId and first-seen "
+            f"users, as the loader plans the sample) x {LOADER_STORE_BYTES_PER_KEY} B = "
+            f"{_n(disk)} GB of the host's disk: in hosts_monthly_usd; no requests billed",
             "host",
         )
         self.derived["loader_store_gb"] = _round(disk)

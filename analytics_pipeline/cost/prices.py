@@ -152,7 +152,6 @@ FREE_TIERS: dict[str, Price] = {
 
 # Billing rules and vendor limits (sizes in bytes).
 SQS_BILLING_CHUNK_BYTES = 64 * KIB  # a request is billed once per 64 KiB of its payload
-SQS_MAX_WAIT_SECONDS = 20  # ReceiveMessage's longest long poll
 KINESIS_PUT_PAYLOAD_UNIT_BYTES = 25 * KIB
 KINESIS_ON_DEMAND_RECORD_ROUNDING_BYTES = KIB
 KINESIS_SHARD_WRITE_BYTES_PER_SECOND = MIB

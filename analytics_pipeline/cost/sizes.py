@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import random
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -22,11 +22,13 @@ from analytics_pipeline.client.encoding import encode_blob, encode_json, format_
 from analytics_pipeline.contract import batches
 from analytics_pipeline.contract.limits import Limits
 from analytics_pipeline.contract.parse import parse_blob
-from analytics_pipeline.contract.rows import EventRow, QuarantineRow
+from analytics_pipeline.contract.rows import QuarantineRow
 from analytics_pipeline.ingest.packing import ParsedRecord, pack_records
+from analytics_pipeline.loader.plan import plan_load
+from analytics_pipeline.warehouse.base import StagedBatch
 from analytics_pipeline.warehouse.tables import (
-    DAILY_ACTIVE_USERS_COLUMNS,
-    DAILY_EVENT_COUNTS_COLUMNS,
+    ACTIVE_USERS_DELTAS_COLUMNS,
+    EVENT_COUNT_DELTAS_COLUMNS,
     EVENT_TABLE_COLUMNS,
     QUARANTINE_TABLE_COLUMNS,
     Column,
@@ -56,8 +58,9 @@ class MeasuredSizes:
     sqs_attribute_bytes_per_message: float
     s3_pointer_body_bytes: float  # the body of an oversize batch's message: where it lies in S3
     duplicate_check_bytes_per_row: float  # message_id + timestamp as BigQuery bills a scan
-    event_counts_delta_row_bytes: float  # a daily_event_counts delta row (day, type, event)
-    active_users_delta_row_bytes: float  # a daily_active_users delta row (day)
+    event_counts_delta_row_bytes: float  # a daily_event_counts_deltas row (day, type, event)
+    active_users_delta_row_bytes: float  # a daily_active_users_deltas row (day)
+    store_keys_per_event: float  # messageId + first-seen (day, user...) keys the store keeps
 
     def as_json(self) -> dict[str, float]:
         return {name: round(value, 1) for name, value in asdict(self).items()}
@@ -80,14 +83,23 @@ def measure(
     events = blob_count * events_per_blob
     packed = pack_records(records, bucket=bucket, max_message_bytes=sqs_message_max_bytes)
     (batch,) = packed.batches  # one day, one kind
-    rows: list[EventRow] = [row for record in records for row in record.accepted]
+    # The loader's own plan of a load of these batches into empty tables and an empty store.
+    header = batch.header
+    staged = [
+        StagedBatch(header.batch_id, header.kind, header.day, header.row_count, batch.compressed)
+    ]
+    plan = plan_load(staged, known=lambda keys: set(), loaded_batches=lambda ids: set())
     rejected = _rejected_row(rng, limits)
     rejected_batch = pack_records(
-        [ParsedRecord("r", [], [rejected])], bucket="cost-sample", max_message_bytes=1 << 30
+        [ParsedRecord("r", [], [rejected])], bucket=bucket, max_message_bytes=1 << 30
     ).batches[0]
-    events_row = sum(logical_bytes(row, EVENT_TABLE_COLUMNS) for row in rows) / events
+    events_row = _mean(logical_bytes(row, EVENT_TABLE_COLUMNS) for row in plan.events)
     inline_body = batches.inline_body(batch.compressed)  # even if this one went to S3
     attributes = batch.message_bytes - len(batch.body)
+    pointer = batches.s3_pointer_body(
+        bucket, batches.s3_key(header.kind, header.day, header.batch_id)
+    )
+    check_columns = [c for c in EVENT_TABLE_COLUMNS if c.name in DUPLICATE_CHECK_COLUMNS]
     return MeasuredSizes(
         events_per_blob=events_per_blob,
         blob_bytes=sum(map(len, blobs)) / blob_count,
@@ -98,30 +110,27 @@ def measure(
         sqs_body_bytes_per_event=len(inline_body) / events,
         sqs_body_bytes_per_rejected_row=len(batches.inline_body(rejected_batch.compressed)),
         sqs_attribute_bytes_per_message=attributes,
-        s3_pointer_body_bytes=len(
-            batches.s3_pointer_body(
-                bucket, batches.s3_key(batch.header.kind, batch.header.day, batch.header.batch_id)
-            )
-        ),
-        duplicate_check_bytes_per_row=sum(
-            logical_bytes(row, _columns(EVENT_TABLE_COLUMNS, DUPLICATE_CHECK_COLUMNS))
-            for row in rows
-        )
-        / events,
+        s3_pointer_body_bytes=len(pointer),
+        duplicate_check_bytes_per_row=_mean(logical_bytes(r, check_columns) for r in plan.events),
         event_counts_delta_row_bytes=_mean(
-            _fixed_row_bytes(DAILY_EVENT_COUNTS_COLUMNS, {"type": row.type, "event": row.event})
-            for row in rows
+            logical_bytes(d, EVENT_COUNT_DELTAS_COLUMNS, load_id=plan.load_id)
+            for d in plan.event_counts
         ),
-        active_users_delta_row_bytes=_fixed_row_bytes(DAILY_ACTIVE_USERS_COLUMNS, {}),
+        active_users_delta_row_bytes=_mean(
+            logical_bytes(d, ACTIVE_USERS_DELTAS_COLUMNS, load_id=plan.load_id)
+            for d in plan.active_users
+        ),
+        store_keys_per_event=len(plan.new_keys) / events,
     )
 
 
-def logical_bytes(row: msgspec.Struct, columns: Sequence[Column]) -> int:
+def logical_bytes(row: object, columns: Sequence[Column], **values: object) -> int:
     """BigQuery's logical size of a row: STRING 2 + UTF-8 bytes, TIMESTAMP/INT64/DATE 8, JSON
-    its text, NULL 0. A NOT NULL column the row does not carry (`loaded_at`) is set on load."""
+    its text, NULL 0. A NOT NULL column the row does not carry (`loaded_at`) is set on load;
+    `values` are the columns the writer adds (a delta row's `load_id`)."""
     total = 0
     for column in columns:
-        value = getattr(row, column.name, None)
+        value = values.get(column.name, getattr(row, column.name, None))
         if value is None:
             total += _FIXED_BYTES[column.sql_type] if column.not_null else 0
         else:
@@ -137,22 +146,8 @@ def _value_bytes(value: object, sql_type: str) -> int:
     return 2 + len(str(value).encode())
 
 
-def _fixed_row_bytes(columns: Sequence[Column], values: dict[str, str | None]) -> int:
-    """A row of counters: every fixed-size column filled, strings from `values`."""
-    return sum(
-        _FIXED_BYTES[c.sql_type]
-        if c.sql_type in _FIXED_BYTES
-        else (0 if values.get(c.name) is None else _value_bytes(values[c.name], c.sql_type))
-        for c in columns
-    )
-
-
-def _columns(columns: Sequence[Column], names: Sequence[str]) -> list[Column]:
-    return [column for column in columns if column.name in names]
-
-
-def _mean(values: object) -> float:
-    items = list(values)  # type: ignore[call-overload]
+def _mean(values: Iterable[float]) -> float:
+    items = list(values)
     return sum(items) / len(items)
 
 
