@@ -326,6 +326,8 @@ def test_cli_assumptions_can_be_changed_and_bad_ones_are_refused(pipeline_env) -
     result = json.loads(arm.output)
     names = [item["item"] for item in result["items"]]
     assert "Lambda duration (arm64)" in names and not any("free tier" in n for n in names)
+    typed = Assumptions().with_overrides(["handler_events_per_second=1.5e5", "free_tiers=no"])
+    assert typed.handler_events_per_second == 150_000.0 and typed.free_tiers is False
     bad = runner.invoke(main, ["cost", "--events-per-month", "10", "--assume", "shards=3"])
     assert bad.exit_code == 2 and "NAME=VALUE" in bad.output
 

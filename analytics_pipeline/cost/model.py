@@ -16,6 +16,7 @@ figures an upper bound for bursty traffic.
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
@@ -64,7 +65,8 @@ class Assumptions:
     )
     late_days_updated_per_day: int = assumption(
         2,
-        "older days that late events update, each rescanned by the duplicate check at every tick",
+        "older days late events update: the duplicate check rescans each at every tick (at "
+        "least once a day)",
     )
     rejected_share: float = assumption(0.001, "share of events the contract rejects")
     distinct_event_names: int = assumption(
@@ -106,7 +108,7 @@ class Assumptions:
 
     def with_overrides(self, texts: Sequence[str]) -> Assumptions:
         """`NAME=VALUE` texts applied over these assumptions, typed like the fields."""
-        known = {f.name: type(getattr(self, f.name)) for f in fields(self)}
+        known = typing.get_type_hints(Assumptions)  # every hint is a field
         changes: dict[str, Any] = {}
         for text in texts:
             name, sep, value = text.partition("=")
@@ -240,7 +242,10 @@ def estimate(
             "not_counted": [
                 "your own queries and dashboards (reading the aggregate views included)",
                 "CloudWatch logs and metrics of the Lambda",
-                "Kinesis retention beyond 24 h and enhanced fan-out (not used)",
+                "Kinesis retention beyond 7 days and enhanced fan-out (not used)",
+                "`analytics-pipeline loader rebuild` after the store is lost (one read of the "
+                "retention's keys from the warehouse, not a monthly cost)",
+                "the collector (on the hosts; the blobs it puts are the Kinesis items)",
                 "storage beyond `storage_months` (each further month adds the storage item again)",
             ],
             "unverified_prices": [
