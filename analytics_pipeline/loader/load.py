@@ -69,6 +69,7 @@ class LoadOutcome:
     rejected_by_reason: Counter[str] = field(default_factory=Counter)  # new quarantine rows
     seconds: float = 0.0
     failures: dict[str, BaseException] = field(default_factory=dict)  # batch id -> why
+    write_streams: int = 0  # BigQuery write streams created (a quota: see loop.py)
 
     def result(self, kind: BatchKind) -> LoadResult:
         return self.results.get(kind, LoadResult())
@@ -100,6 +101,7 @@ class LoadOutcome:
         self.rejected_by_reason.update(other.rejected_by_reason)
         self.seconds += other.seconds
         self.failures.update(other.failures)
+        self.write_streams += other.write_streams
 
 
 class Loader:
@@ -109,6 +111,7 @@ class Loader:
         self.queue = queue
         self.warehouse = warehouse
         self.store = store
+        self.write_streams = 0  # created by this loader's loads so far
 
     def recover(self) -> int:
         """Finish or forget every load a crashed loader left between intent and record."""
@@ -181,8 +184,10 @@ class Loader:
         outcome = LoadOutcome(bytes=sum(len(batch.ndjson_gz) for batch in staged))
         for batch in staged:
             outcome.bytes_by_day[(BatchKind(batch.kind), batch.day)] += len(batch.ndjson_gz)
+        streams_before = self.write_streams
         for plan in self._commit_isolating_failures(list(staged), failed):
             outcome.add_plan(plan)
+        outcome.write_streams = self.write_streams - streams_before
         outcome.failures = failed
         for batch_id in failed:
             kind, day = where[batch_id]
@@ -223,6 +228,7 @@ class Loader:
         if not plan.writes_anything:
             return plan
         prepared = self.warehouse.prepare(plan)
+        self.write_streams += len(prepared.get("streams", ()))
         intent = Intent(
             load_id=plan.load_id,
             created_at=time.time(),
