@@ -104,6 +104,8 @@ def failure_text(context: dg.RunFailureSensorContext) -> str:
     parts = [context.failure_event.message or ""] if context.failure_event else []
     for event in context.get_step_failure_events()[:1]:
         error = getattr(event.event_specific_data, "error", None)
+        while error is not None and error.cause is not None:  # the op's own exception, not
+            error = error.cause  # Dagster's "Error occurred while executing op" wrapper
         if error is not None:
             parts.append(f"{event.step_key}: {error.message.strip()}")
     return "\n".join(part for part in parts if part)
