@@ -145,6 +145,8 @@ class PipelineParameters:
     duplicate_check: Schedule
     key_retention_days: int  # the loader store keeps keys this many days of load time
     bigquery_streams_per_hour: int  # the loop spaces BigQuery loads to create at most these
+    health_interval_seconds: int = 30  # the health sensor reads both queues' depths this often
+    health_cloudwatch_every_seconds: int = 0  # its GetMetricData (3 metrics); 0: not enabled
 
     def as_json(self) -> dict[str, Any]:
         facts = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -570,9 +572,9 @@ class _Bill:
             f"${price.usd}/M",
             "AWS",
         )
-        total = sends + receives + empty + deletes
+        total = sends + receives + empty + deletes + self._health(price.usd)
         self._free(
-            "SQS requests: monthly free tier", "sqs_requests", total, price.usd / 1e6, "AWS", 3
+            "SQS requests: monthly free tier", "sqs_requests", total, price.usd / 1e6, "AWS", 4
         )
         self.send_bytes = send_bytes
         self.messages_per_send = messages
@@ -588,6 +590,32 @@ class _Bill:
             events_per_load=_round(self.events_per_load),
             oversize_batches=self.oversize,
         )
+
+    def _health(self, sqs_usd: float) -> float:
+        """The health sensor: GetQueueAttributes on the queue and its DLQ every tick (requests
+        returned, for the SQS free tier), and CloudWatch GetMetricData when enabled."""
+        p, queues = self.pipeline, self.assume.queues
+        ticks = SECONDS_PER_MONTH / p.health_interval_seconds
+        calls = ticks * 2 * queues
+        self._add(
+            "SQS GetQueueAttributes (health sensor)",
+            calls * sqs_usd / 1e6,
+            f"{_n(ticks)} ticks ({p.health_interval_seconds} s) x 2 queues (main, DLQ) x "
+            f"{queues} pipeline(s) = {_n(calls)} x ${sqs_usd}/M",
+            "AWS",
+        )
+        if p.health_cloudwatch_every_seconds:
+            price = PRICES["cloudwatch_metrics_requested"]
+            metrics = SECONDS_PER_MONTH / p.health_cloudwatch_every_seconds * 3 * queues
+            self._add(
+                "CloudWatch GetMetricData (health sensor)",
+                metrics * price.usd / 1000,
+                f"{_n(metrics / 3)} calls (every {p.health_cloudwatch_every_seconds} s) x 3 "
+                f"metrics (queue and DLQ oldest-message age, Lambda IteratorAge) = "
+                f"{_n(metrics)} x ${price.usd}/1,000",
+                "AWS",
+            )
+        return calls
 
     def _s3(self) -> None:
         put, get = PRICES["s3_put"], PRICES["s3_get"]
