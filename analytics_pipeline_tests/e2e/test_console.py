@@ -257,8 +257,9 @@ def test_a_three_day_backfill_launched_by_clicks_succeeds(console: Console) -> N
     status = wait_for(finished, timeout=180, interval=2, what=f"backfill {backfill_id} done")
     assert status == "COMPLETED_SUCCESS", status
     page.reload()
-    page.get_by_text("Completed", exact=True).first.wait_for()
+    page.get_by_text("Partition selection").first.wait_for()
     shot(page, "backfill")
+    page.get_by_text("100% completed").first.wait_for()
     runs = materialized_days(console, "daily_event_counts")
     backfill_runs = {
         run["runId"]
