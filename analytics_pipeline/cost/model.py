@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from analytics_pipeline.cost.cron import Schedule
+from analytics_pipeline.cost.health import health_items
 from analytics_pipeline.cost.prices import (
     BIGQUERY_MIN_BYTES_PER_TABLE,
     DAYS_PER_MONTH,
@@ -592,30 +593,15 @@ class _Bill:
         )
 
     def _health(self, sqs_usd: float) -> float:
-        """The health sensor: GetQueueAttributes on the queue and its DLQ every tick (requests
-        returned, for the SQS free tier), and CloudWatch GetMetricData when enabled."""
-        p, queues = self.pipeline, self.assume.queues
-        ticks = SECONDS_PER_MONTH / p.health_interval_seconds
-        calls = ticks * 2 * queues
-        self._add(
-            "SQS GetQueueAttributes (health sensor)",
-            calls * sqs_usd / 1e6,
-            f"{_n(ticks)} ticks ({p.health_interval_seconds} s) x 2 queues (main, DLQ) x "
-            f"{queues} pipeline(s) = {_n(calls)} x ${sqs_usd}/M",
-            "AWS",
+        """The health sensor's readings (`health.py`); returns its SQS requests."""
+        p = self.pipeline
+        every = p.health_cloudwatch_every_seconds
+        items, requests = health_items(
+            p.health_interval_seconds, every, self.assume.queues, sqs_usd
         )
-        if p.health_cloudwatch_every_seconds:
-            price = PRICES["cloudwatch_metrics_requested"]
-            metrics = SECONDS_PER_MONTH / p.health_cloudwatch_every_seconds * 3 * queues
-            self._add(
-                "CloudWatch GetMetricData (health sensor)",
-                metrics * price.usd / 1000,
-                f"{_n(metrics / 3)} calls (every {p.health_cloudwatch_every_seconds} s) x 3 "
-                f"metrics (queue and DLQ oldest-message age, Lambda IteratorAge) = "
-                f"{_n(metrics)} x ${price.usd}/1,000",
-                "AWS",
-            )
-        return calls
+        for item in items:
+            self._add(*item, "AWS")
+        return requests
 
     def _s3(self) -> None:
         put, get = PRICES["s3_put"], PRICES["s3_get"]
