@@ -937,11 +937,17 @@ def test_the_loop_run_terminated_from_dagster_mid_stream(stack: Stack) -> None:
             {"runId": run_id},
         )
         assert answer["terminateRun"]["__typename"] == "TerminateRunSuccess", answer
+        terminated_at = time.time()
         stack.next_loop_after(run_id, "CANCELED")
         time.sleep(3)  # and a few blobs for the new loop
     finally:
         assert traffic.stop() >= 4
     settle(stack, sent)
+    # Ended, not retried: the op's RetryPolicy did not open the loader again after it.
+    after = stack.run_events(run_id, since=terminated_at)
+    assert "RunCanceledEvent" in [event["__typename"] for event in after], after
+    reopened = f"loading {stack.settings.queue_name} for"
+    assert not [event for event in after if reopened in event.get("message", "")], after
 
 
 def test_a_loop_run_ends_at_its_deadline_and_the_next_takes_over(stack: Stack) -> None:

@@ -20,7 +20,6 @@ def unique_settings_env(endpoint: str, base_dir: Path, **overrides: str) -> dict
         "ANALYTICS_QUEUE_NAME": name,
         "ANALYTICS_BUCKET": name,
         "ANALYTICS_STATE_DIR": str(base_dir / "state"),
-        "ANALYTICS_LOADER_STATE_DIR": str(base_dir / "loader"),  # its default is cwd-relative
         "ANALYTICS_DUCKDB_PATH": str(base_dir / "warehouse.duckdb"),
         "DAGSTER_HOME": str(base_dir / "dagster_home"),
         "ANALYTICS_TRIGGER_POLL_SECONDS": "0.05",

@@ -82,7 +82,7 @@ def materializations(
 def loop_job(settings: Settings, partitions_def: dg.PartitionsDefinition) -> dg.JobDefinition:
     @dg.op(
         name="events_loop",
-        out={},  # it yields events only: no output, so reaching the deadline is a success
+        out={},  # it reports through events; an output would fail the run when the loop ends
         retry_policy=WAREHOUSE_RETRY_POLICY,
         description="Loads every SQS batch as it arrives until the run's time is up.",
     )
@@ -97,16 +97,25 @@ def loop_job(settings: Settings, partitions_def: dg.PartitionsDefinition) -> dg.
         # From the run's start, so that an op retry does not outlive the run's max runtime.
         record = context.instance.get_run_record_by_id(context.run_id)
         started = (record.start_time if record else None) or time.time()
-        with open_loader(
-            settings,
-            warehouse=warehouse.get_warehouse(),
-            queue=batch_queue.get_queue(),
-            wait_seconds=STORE_WAIT_SECONDS,
-        ) as loader:
-            context.log.info("loading %s for %d s", settings.queue_name, seconds)
-            remaining = seconds - (time.time() - started)
-            for outcome in run_loop(loader, settings, seconds=max(remaining, 0)):
-                yield from materializations(outcome, partition_keys)
+        if record and record.dagster_run.status is dg.DagsterRunStatus.CANCELING:
+            # An interrupt that landed in Dagster's own frames came back as an op retry.
+            raise dg.Failure("the loop run was terminated", allow_retries=False)
+        try:
+            with open_loader(
+                settings,
+                warehouse=warehouse.get_warehouse(),
+                queue=batch_queue.get_queue(),
+                wait_seconds=STORE_WAIT_SECONDS,
+            ) as loader:
+                context.log.info("loading %s for %d s", settings.queue_name, seconds)
+                remaining = seconds - (time.time() - started)
+                for outcome in run_loop(loader, settings, seconds=max(remaining, 0)):
+                    yield from materializations(outcome, partition_keys)
+        except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt) as interrupted:
+            # Dagster's RetryPolicy retries an interrupted op: a terminated loop run (Terminate
+            # in the UI, run monitoring's max runtime) would go on loading. The store is closed
+            # by now; the next loop run recovers a load left in flight.
+            raise dg.Failure("the loop run was terminated", allow_retries=False) from interrupted
 
     @dg.job(
         name=LOOP_JOB_NAME,
