@@ -741,15 +741,13 @@ def ledger_rows(stack: Stack, batch_ids: set[str]) -> set[str] | None:
 
 
 def test_a_load_that_outlasts_the_visibility_timeout(stack: Stack) -> None:
-    """The loop's read of an oversize body answers 15 s after the visibility timeout: the
+    """The loop's read of an oversize body answers 5 s after the visibility timeout: the
     load's messages are visible again while it works. No second loader takes them - the store
     is held, so the sensor does not start another loop (and another would wait for the
     store) - and the load commits and deletes them with the receipt handles it has."""
     sent = Sent("f-visibility-")
     slow = stack.proxy.add(
-        DelayResponse(
-            "s3:GetObject", VISIBILITY_SECONDS + 15, when=fetches_of(stack, sent), times=1
-        )
+        DelayResponse("s3:GetObject", VISIBILITY_SECONDS + 5, when=fetches_of(stack, sent), times=1)
     )
     put(stack, (sent.big_blob(datetime.now(UTC)), "v0"), *[(sent.blob(), f"v{i}") for i in (1, 2)])
     settle(stack, sent)
