@@ -788,6 +788,7 @@ def test_warehouse_locked_by_another_process_for_longer_than_a_load_attempt(
     ANALYTICS_WAREHOUSE_LOCK_WAIT_SECONDS, 8 s here) with its intent written: the op's retry
     first recovers that intent (never committed: forgotten), and loads once the file is free."""
     sent = Sent("f-locked-")
+    log_offset = len(stack.log_text("dagster.log"))
     holder = subprocess.Popen(
         [sys.executable, "-c", LOCK_HOLDER, str(stack.settings.duckdb_path)],
         stdin=subprocess.PIPE,
@@ -822,6 +823,8 @@ def test_warehouse_locked_by_another_process_for_longer_than_a_load_attempt(
         .rows[0][0]
     )
     assert first_load >= released_at - timedelta(seconds=1)
+    # The attempt that gave up had written its intent; a later attempt found it uncommitted.
+    assert "never committed: its batches load again" in stack.log_text("dagster.log")[log_offset:]
 
 
 def test_client_resends_a_blob_after_a_lost_acknowledgement(stack: Stack) -> None:
