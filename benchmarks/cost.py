@@ -15,8 +15,8 @@ from pathlib import Path
 import msgspec
 
 from analytics_pipeline.contract.batches import decode_event_rows, decompress
-from analytics_pipeline.warehouse.base import StagedBatch
 from analytics_pipeline.warehouse.duckdb import DuckDBWarehouse
+from analytics_pipeline_testkit.loading import batch_loader
 from benchmarks.loader_bench import LoadInput
 from benchmarks.workload import Workload
 
@@ -71,11 +71,8 @@ def bigquery_logical_bytes(ndjson: bytes) -> int:
 def duckdb_bytes(data: LoadInput) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-cost-") as folder:
         warehouse = DuckDBWarehouse(Path(folder) / "w.duckdb")
-        staged = [
-            StagedBatch(r.batch_id, r.kind, r.day, r.row_count, data.bodies[r.key])  # type: ignore[arg-type]
-            for r in data.all_refs()
-        ]
-        warehouse.load_batches(staged, 7)
+        with batch_loader(warehouse, Path(folder) / "store") as loader:
+            loader.load_all(data.all_batches())
         return (Path(folder) / "w.duckdb").stat().st_size
 
 
@@ -86,12 +83,12 @@ def measure_cost(
     events = workload.events
     blob_bytes = sum(len(blob) for blob in workload.blobs)
     put_units = sum(math.ceil(len(blob) / KINESIS_PUT_UNIT_BYTES) for blob in workload.blobs)
-    refs = data.all_refs()
+    refs = data.all_batches()
     messages = len(refs)
     # As sent: base64 of the gzip body plus ~230 bytes of message attributes.
-    message_bytes = [len(data.bodies[r.key]) * 4 / 3 + 230 for r in refs]
+    message_bytes = [len(r.ndjson_gz) * 4 / 3 + 230 for r in refs]
     chunks = sum(math.ceil(size / SQS_BILLING_CHUNK_BYTES) for size in message_bytes)
-    ndjson = b"".join(decompress(data.bodies[r.key]) for r in refs)
+    ndjson = b"".join(decompress(r.ndjson_gz) for r in refs)
     loaded = data.events
     figures.bytes_per_event = {
         "client blob (gzip JSON)": blob_bytes / events,
