@@ -30,6 +30,7 @@ import json
 import os
 import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -47,6 +48,7 @@ from analytics_pipeline.local.processes import ChildProcess
 from analytics_pipeline.settings import Settings
 from analytics_pipeline.warehouse import Warehouse, open_warehouse
 from analytics_pipeline_testkit.processes import descendants, free_port, graphql, server_answers
+from benchmarks import loop_profile
 from benchmarks.workload import REPO_ROOT
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -126,6 +128,7 @@ class E2EResult:
     runs: list[dict[str, Any]] = field(default_factory=list)  # Dagster runs: times, status
     sensor_ticks: list[dict[str, Any]] = field(default_factory=list)  # timestamp, status
     loads: list[tuple[float, int]] = field(default_factory=list)  # (loaded_at, events) per load
+    profiles: dict[str, Path] = field(default_factory=dict)  # component -> py-spy recording
     load_seconds: list[float] = field(default_factory=list)  # the loop's own time per load
 
     # -- latency ---------------------------------------------------------------------------
@@ -147,6 +150,11 @@ class E2EResult:
     @property
     def max_latency(self) -> float:
         return max(self.queryable_latencies, default=float("nan"))
+
+    @property
+    def poll_p50(self) -> float:
+        """Median seconds one warehouse poll of the driver took."""
+        return statistics.median(self.poll_durations) if self.poll_durations else float("nan")
 
     def stage_median(self, name: str) -> float:
         values = [getattr(stage, name) for stage in self.stages]
@@ -431,9 +439,14 @@ def run_e2e(
     drain_timeout: float = 120.0,
     poll_seconds: float = 0.5,
     clients: int = 100,
+    profile_dir: Path | None = None,
     say: Callable[[str], None] = print,
 ) -> E2EResult:
-    """One steady run at `rate` events/s for `seconds`, then until drained (or timed out)."""
+    """One steady run at `rate` events/s for `seconds`, then until drained (or timed out).
+
+    With `profile_dir`, py-spy records the run worker (wall time, waits included) and, on
+    BigQuery, the emulator (CPU) over the middle half of the client window into that folder.
+    """
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as name:
         folder = Path(name)
         load_before = os.getloadavg()[0]
@@ -478,7 +491,7 @@ def run_e2e(
                 f"e2e {warehouse} {design} {rate:g} events/s for {seconds:g} s: clients started "
                 f"{result.startup_seconds:.0f} s after dev"
             )
-            _observe(result, settings, meter, dev, sender, status_file, drain_timeout)
+            _observe(result, settings, meter, dev, sender, status_file, drain_timeout, profile_dir)
             result.runs = graphql(url, RUNS_QUERY)["runsOrError"].get("results", [])
             sensor = graphql(url, TICKS_QUERY)["sensorOrError"]
             result.sensor_ticks = (sensor.get("sensorState") or {}).get("ticks") or []
@@ -523,8 +536,10 @@ def _observe(
     sender: ChildProcess,
     status_file: Path,
     drain_timeout: float,
+    profile_dir: Path | None = None,
 ) -> None:
     queue = BatchQueue.for_settings(settings)
+    recorders: list[subprocess.Popen[bytes]] = []
     warehouse = open_warehouse(settings)
     trigger_log = LogTail(settings.state_dir / "trigger.log")
     status_tail = LogTail(status_file)
@@ -578,6 +593,8 @@ def _observe(
                 load_average=os.getloadavg()[0],
             )
         )
+        if profile_dir and not result.profiles and time.time() - started >= result.seconds / 4:
+            recorders = _start_profiles(result, meter, profile_dir)
         if not dev.alive():
             result.failure = f"analytics-pipeline dev exited:\n{dev.tail()}"
         elif clients_exited and clients_done_at is None:
@@ -592,10 +609,31 @@ def _observe(
                 result.failure = f"not drained {drain_timeout:g} s after the clients stopped"
                 break
         time.sleep(max(0.0, result.poll_seconds - (time.monotonic() - tick)))
+    for recorder in recorders:
+        recorder.wait(timeout=result.seconds)
     result.peak_rss_mb = meter.peak_total
     result.peak_process_rss_mb = meter.peak_process
     result.cpu_seconds = meter.cpu_seconds()
     result.others_cores = meter.others_cores()
+
+
+def _start_profiles(
+    result: E2EResult, meter: ProcessMeter, folder: Path
+) -> list[subprocess.Popen[bytes]]:
+    """py-spy on the newest run worker (and the BigQuery emulator) for half the window."""
+    folder.mkdir(parents=True, exist_ok=True)
+    seconds = max(int(result.seconds / 2), 1)
+    workers = [pid for pid, (name, _) in meter.cpu_by_pid.items() if name == RUN_WORKER]
+    emulators = [pid for pid, name in meter.sessions().items() if name == "bigquery emulator"]
+    recorders = []
+    stem = f"profile_{result.design}_{result.warehouse}_{int(result.rate)}"
+    for component, pids, idle in (("loop", workers, True), ("bqemulator", emulators, False)):
+        if pids:
+            result.profiles[component] = folder / f"{stem}_{component}.txt"
+            recorders.append(
+                loop_profile.record(max(pids), seconds, result.profiles[component], idle=idle)
+            )
+    return recorders
 
 
 def _epoch(value: datetime) -> float:
@@ -633,7 +671,8 @@ def describe(result: E2EResult) -> str:
         f"{result.max_latency:.1f} s (loaded_at-sent_at p50 {result.lower_bound_p50:.2f} s; legs "
         f"p50 {result.stage_median('to_kinesis'):.2f} / {result.stage_median('to_load'):.2f} / "
         f"{result.stage_median('to_queryable'):.2f} s); sustained {result.sustained_rate:,.0f}/s; "
-        f"bounded {result.bounded}; drain {drain:.1f} s; load average before "
+        f"bounded {result.bounded}; drain {drain:.1f} s; warehouse poll takes "
+        f"{result.poll_p50:.2f} s (p50); load average before "
         f"{result.load_before:.2f}, during {result.load_during:.2f}, other work "
         f"{result.others_cores or 0:.2f} cores; cores: {shares}; runs {len(result.runs)}; "
         f"loads {len(result.loads)} (every {result.load_gap_seconds()} s, "
@@ -654,6 +693,7 @@ def main(argv: list[str] | None = None) -> E2EResult:
     parser.add_argument("--stack-root", type=Path, help="run `dev` of this checkout instead")
     parser.add_argument("--poll-seconds", type=float, default=0.5)
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--profile-dir", type=Path, help="py-spy the loop run into this folder")
     arguments = parser.parse_args(argv)
     result = run_e2e(
         arguments.rate,
@@ -663,8 +703,12 @@ def main(argv: list[str] | None = None) -> E2EResult:
         stack_root=arguments.stack_root,
         design="before" if arguments.stack_root else "loop",
         poll_seconds=arguments.poll_seconds,
+        profile_dir=arguments.profile_dir,
     )
     print(describe(result), flush=True)
+    for component, path in result.profiles.items():
+        rows = loop_profile.table(path) if component == "loop" else loop_profile.top_frames(path)
+        print(f"{component} profile {path}:", *rows, sep="\n")
     return result
 
 
