@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint bench fuzz clean
+.PHONY: dev test lint bench fuzz clean lambda-zip
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version'
@@ -33,6 +33,13 @@ test: $(STAMP) $(BQ_STAMP) lint
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The ingest Lambda package (deploy/lambda/build_zip.py): the handler's modules and its run-time
+# wheels for Lambda's Python 3.11; LAMBDA_ARCH=arm64 for Graviton (must match the stack's
+# LambdaArchitecture parameter).
+LAMBDA_ARCH ?= x86_64
+lambda-zip: $(STAMP)
+	$(BIN)/python deploy/lambda/build_zip.py --arch $(LAMBDA_ARCH) --output dist/ingest-lambda.zip
 
 # Benchmarks side by side with the ceilings and a peer; writes benchmarks/RESULTS.md and plots.
 bench: $(STAMP)
