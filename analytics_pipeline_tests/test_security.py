@@ -52,6 +52,7 @@ CODE_OF = {
         "analytics_pipeline/cli.py",
         "analytics_pipeline/ingest/sinks.py",  # replay sends through the Lambda's sink
     ],
+    "dagster-instance-policy.json": [],  # Dagster's own S3 use, below
 }
 # Not called by our code but needed by the identity: the Lambda's event source mapping reads
 # Kinesis and writes its on-failure destination under the function's role; Lambda writes logs.
@@ -65,7 +66,15 @@ PLATFORM_ACTIONS = {
         "logs:CreateLogGroup",
         "logs:CreateLogStream",
         "logs:PutLogEvents",
-    }
+    },
+    # dagster-aws's S3ComputeLogManager (deploy/dagster/dagster.yaml): upload, download, head,
+    # list and delete of compute logs.
+    "dagster-instance-policy.json": {
+        "s3:DeleteObject",
+        "s3:GetObject",
+        "s3:ListBucket",
+        "s3:PutObject",
+    },
 }
 
 

@@ -1,0 +1,102 @@
+"""Dagster as deploy/dagster/ configures it, on this machine: the production instance config
+(PostgreSQL storage, S3 compute logs, run retries and monitoring) and the production workspace
+(the code location served by `dagster api grpc`), with `dagster dev` as webserver + daemon.
+
+Every process runs in its own session and is stopped by its process group.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from analytics_pipeline.local.stack import child_env, dagster_dev_command
+from analytics_pipeline.settings import Settings
+from analytics_pipeline_tests.e2e.stack import Process, graphql, server_answers, wait_for
+from analytics_pipeline_tests.test_deploy.postgres import PostgresServer
+
+REPO = Path(__file__).resolve().parents[2]
+INSTANCE_CONFIG = REPO / "deploy" / "dagster" / "dagster.yaml"
+WORKSPACE = REPO / "deploy" / "dagster" / "workspace.yaml"
+CODE_LOCATION = "analytics_pipeline"
+RUN_COORDINATOR_PLACEHOLDER = "RUN_COORDINATOR_PLACEHOLDER"
+
+
+def instance_config(run_coordinator: str | None = None) -> str:
+    """deploy/dagster/dagster.yaml, optionally with another run_coordinator block (benchmarks)."""
+    text = INSTANCE_CONFIG.read_text()
+    if run_coordinator is None:
+        return text
+    start = text.index("run_coordinator:")
+    end = text.index("\n\n", start)
+    return text[:start] + run_coordinator.strip() + text[end:]
+
+
+class ProductionDagster:
+    """Code server + `dagster dev -w deploy/dagster/workspace.yaml` on PostgreSQL."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        postgres: PostgresServer,
+        port: int,
+        code_port: int,
+        run_coordinator: str | None = None,
+    ) -> None:
+        settings.dagster_home.mkdir(parents=True, exist_ok=True)
+        (settings.dagster_home / "dagster.yaml").write_text(instance_config(run_coordinator))
+        self.env = {
+            **child_env(settings),
+            **postgres.env(),
+            "DAGSTER_CODE_SERVER_HOST": "127.0.0.1",
+            "DAGSTER_CODE_SERVER_PORT": str(code_port),
+            "DAGSTER_DISABLE_TELEMETRY": "1",
+            # The compute log manager's boto3 takes the standard chain: AWS_ENDPOINT_URL is the
+            # emulator (child_env), these are its dummy keys.
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+        }
+        self.url = f"http://127.0.0.1:{port}"
+        dagster = str(Path(sys.executable).with_name("dagster"))
+        self.code_server = Process(
+            [
+                *(dagster, "api", "grpc", "-m", "analytics_pipeline.definitions"),
+                *("-h", "127.0.0.1", "-p", str(code_port), "--location-name", CODE_LOCATION),
+            ],
+            self.env,
+            settings.state_dir / "code-server.log",
+        )
+        command = dagster_dev_command(port)
+        command[command.index("--workspace") + 1] = str(WORKSPACE)
+        self.dev = Process(command, self.env, settings.state_dir / "dagster.log")
+
+    def wait_ready(self, timeout: float = 180.0) -> None:
+        def answering() -> bool:
+            for process in (self.code_server, self.dev):
+                if not process.alive():
+                    raise AssertionError(f"{process.log_path.name} exited:\n{process.tail()}")
+            if not server_answers(self.url):
+                return False
+            locations = self.graphql(
+                "{ workspaceOrError { ... on Workspace { locationEntries { name "
+                "locationOrLoadError { __typename } } } } }"
+            )["workspaceOrError"]["locationEntries"]
+            return any(
+                entry["name"] == CODE_LOCATION
+                and entry["locationOrLoadError"]
+                and entry["locationOrLoadError"]["__typename"] == "RepositoryLocation"
+                for entry in locations
+            )
+
+        wait_for(answering, timeout, interval=0.5, what="webserver and code location")
+
+    def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        return graphql(self.url, query, variables)
+
+    def tail(self, lines: int = 60) -> str:
+        return f"{self.code_server.tail(lines)}\n----\n{self.dev.tail(lines)}"
+
+    def stop(self) -> None:
+        self.dev.stop()
+        self.code_server.stop()
