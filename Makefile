@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint bench fuzz clean lambda-zip
+.PHONY: dev test lint bench fuzz clean lambda-zip postgres
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version'
@@ -27,8 +27,24 @@ $(BQ_STAMP): $(STAMP) constraints-bqemulator.txt
 dev: $(STAMP)
 	$(BIN)/analytics-pipeline dev --simulate
 
-test: $(STAMP) $(BQ_STAMP) lint
+test: $(STAMP) $(BQ_STAMP) postgres lint
 	$(BIN)/pytest
+
+# PostgreSQL server binaries (Debian packages) for the Dagster-on-PostgreSQL test, which starts
+# a throwaway cluster of its own on a free 127.0.0.1 port and stops it by PID. Debian's package
+# would create and start a "main" cluster: a drop-in written before the install turns that off.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+postgres:
+	@if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  echo "PostgreSQL server binaries: present"; \
+	else \
+	  $(SUDO) mkdir -p /etc/postgresql-common/createcluster.d && \
+	  echo "create_main_cluster = false" \
+	    | $(SUDO) tee /etc/postgresql-common/createcluster.d/analytics-pipeline.conf >/dev/null && \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends postgresql; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
