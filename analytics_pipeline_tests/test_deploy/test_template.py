@@ -317,3 +317,12 @@ def test_outputs_name_what_the_dagster_side_needs(template: dict[str, Any]) -> N
         "ANALYTICS_SQS_VISIBILITY_SECONDS",
     }
     assert variables <= set(SETTINGS_DOC)
+
+
+def test_the_runbook_says_what_to_do_for_every_alarm(template: dict[str, Any]) -> None:
+    readme = (REPO / "README.md").read_text()
+    runbook = readme[readme.index("## Production") :]
+    runbook = runbook[: runbook.index("\n## ", 1)]
+    rows = {line.split("|")[1].strip() for line in runbook.splitlines() if line.startswith("| `")}
+    alarms = {f"`{name}`" for name in _resources(template, "AWS::CloudWatch::Alarm")}
+    assert {row.split(" ")[0] for row in rows} >= alarms
