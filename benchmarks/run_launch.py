@@ -3,7 +3,8 @@
 Dagster as deploy/dagster/ runs it (PostgreSQL storage, code location behind `dagster api
 grpc`, DefaultRunLauncher), against the AWS emulator; for each coordinator, launches the load
 job (empty queue: it drains nothing) one run at a time through GraphQL, and reads the run's
-creation, start and end times from Dagster's own run records. Run from the repository root:
+creation, start and end times from Dagster's own run records. The candidates run side by side
+and take turns, so the load of a shared box falls on all of them. Run from the repository root:
 
     .venv/bin/python -m benchmarks.run_launch [--runs 8]
 """
@@ -91,32 +92,41 @@ def main() -> None:
         root = Path(folder)
         emulator = start_emulator(free_port(), root / "emulator.log")
         postgres = start_postgres(free_port())
+        stacks: dict[str, ProductionDagster] = {}
         try:
-            for name, block in COORDINATORS.items():
-                base = root / name.split()[0] / str(len(block))
+            for number, (name, block) in enumerate(COORDINATORS.items()):
+                # One instance (database) each: a queued coordinator's daemon would otherwise
+                # dequeue the other instances' runs.
+                database = f"launch_{number}"
+                postgres.create_database(database)
+                base = root / database
                 settings = Settings.from_env(unique_settings_env(emulator.endpoint_url, base))
                 settings.state_dir.mkdir(parents=True)
                 ensure_resources(settings)
-                dagster = ProductionDagster(
-                    settings, postgres, free_port(), free_port(), run_coordinator=block
+                stacks[name] = ProductionDagster(
+                    settings, postgres, free_port(), free_port(), block, database
                 )
-                try:
-                    dagster.wait_ready()
-                    launch_and_time(dagster, day)  # the first run also warms the code server
-                    samples = [launch_and_time(dagster, day) for _ in range(args.runs)]
-                finally:
-                    dagster.stop()
-                starts = sorted(s for s, _ in samples)
-                ends = sorted(e for _, e in samples)
-                print(
-                    f"{name}: created->started median {statistics.median(starts):.2f} s "
-                    f"(min {starts[0]:.2f}, max {starts[-1]:.2f}); created->ended median "
-                    f"{statistics.median(ends):.2f} s ({args.runs} runs)",
-                    flush=True,
-                )
+            for dagster in stacks.values():
+                dagster.wait_ready()
+                launch_and_time(dagster, day)  # the first run also warms the code server
+            # Round robin, one run at a time: the shared box's load falls on every candidate.
+            samples: dict[str, list[tuple[float, float]]] = {name: [] for name in stacks}
+            for _ in range(args.runs):
+                for name, dagster in stacks.items():
+                    samples[name].append(launch_and_time(dagster, day))
         finally:
+            for dagster in stacks.values():
+                dagster.stop()
             postgres.stop()
             emulator.stop()
+    for name, values in samples.items():
+        starts = sorted(s for s, _ in values)
+        ends = sorted(e for _, e in values)
+        print(
+            f"{name}: created->started median {statistics.median(starts):.2f} s "
+            f"(min {starts[0]:.2f}, max {starts[-1]:.2f}); created->ended median "
+            f"{statistics.median(ends):.2f} s ({args.runs} runs)"
+        )
 
 
 if __name__ == "__main__":

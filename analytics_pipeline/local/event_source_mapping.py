@@ -7,6 +7,10 @@ bisection, record age, partial batch responses, the on-failure destination. With
 (`analytics-pipeline dev` creates none) the trigger keeps the local defaults: the batch size
 of `ANALYTICS_TRIGGER_BATCH_SIZE`, no window, and it never gives a record up.
 
+`ParallelizationFactor` is read but played as 1: one batch per shard at a time (ordering is what
+the handler's correctness needs; concurrency within a shard only changes throughput). Retries
+count every failed invocation of a shard's batch, bisected halves included.
+
 Absent fields take Lambda's own defaults (retries and record age -1, i.e. forever; no bisect;
 no partial batch responses), as AWS does for a mapping created without them.
 """

@@ -43,12 +43,13 @@ class ProductionDagster:
         port: int,
         code_port: int,
         run_coordinator: str | None = None,
+        database: str | None = None,
     ) -> None:
         settings.dagster_home.mkdir(parents=True, exist_ok=True)
         (settings.dagster_home / "dagster.yaml").write_text(instance_config(run_coordinator))
         self.env = {
             **child_env(settings),
-            **postgres.env(),
+            **(postgres.env(database) if database else postgres.env()),
             "DAGSTER_CODE_SERVER_HOST": "127.0.0.1",
             "DAGSTER_CODE_SERVER_PORT": str(code_port),
             "DAGSTER_DISABLE_TELEMETRY": "1",

@@ -65,15 +65,26 @@ class PostgresServer:
             "dbname": database,
         }
 
-    def env(self) -> dict[str, str]:
+    def env(self, database: str = DATABASE) -> dict[str, str]:
         """The variables deploy/dagster/dagster.yaml reads."""
         return {
             "DAGSTER_PG_HOST": "127.0.0.1",
             "DAGSTER_PG_PORT": str(self.port),
             "DAGSTER_PG_USERNAME": USER,
             "DAGSTER_PG_PASSWORD": "unused-trust-auth",
-            "DAGSTER_PG_DB": DATABASE,
+            "DAGSTER_PG_DB": database,
         }
+
+    def create_database(self, name: str) -> None:
+        import psycopg2
+
+        connection = psycopg2.connect(**self.dsn("postgres"))
+        connection.autocommit = True  # CREATE DATABASE cannot run in a transaction
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            connection.close()
 
     def query(self, sql: str, database: str = DATABASE) -> list[tuple]:
         import psycopg2
@@ -148,13 +159,5 @@ def start_postgres(port: int) -> PostgresServer:
                 server.stop()
                 raise RuntimeError(f"PostgreSQL did not start:\n{output}") from None
             time.sleep(0.2)
-    import psycopg2
-
-    connection = psycopg2.connect(**server.dsn("postgres"))
-    connection.autocommit = True  # CREATE DATABASE cannot run in a transaction
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(f"CREATE DATABASE {DATABASE}")
-    finally:
-        connection.close()
+    server.create_database(DATABASE)
     return server
