@@ -7,6 +7,7 @@ Every process runs in its own session and is stopped by its process group.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,15 @@ class ProductionDagster:
         }
         self.url = f"http://127.0.0.1:{port}"
         dagster = str(Path(sys.executable).with_name("dagster"))
+        # Create the schema once, before three processes race to create it on an empty
+        # database (seen: a duplicate pg_type error). Production does the same (README).
+        subprocess.run(
+            [dagster, "instance", "migrate"],
+            env=self.env,
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
         self.code_server = Process(
             [
                 *(dagster, "api", "grpc", "-m", "analytics_pipeline.definitions"),

@@ -92,9 +92,16 @@ def test_the_pipeline_runs_with_dagster_on_postgresql(
         except AssertionError:
             print(trigger.tail(), dagster.tail(), sep="\n----\n")
             raise
-        runs = dagster.graphql(
-            "{ runsOrError(limit: 100) { ... on Runs { results { runId jobName status } } } }"
-        )["runsOrError"]["results"]
+
+        def finished_runs() -> list[dict] | None:
+            # The queue empties when a run deletes its messages, just before the run ends.
+            runs = dagster.graphql(
+                "{ runsOrError(limit: 100) { ... on Runs { results { runId jobName status } } } }"
+            )["runsOrError"]["results"]
+            active = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"}
+            return runs if not [r for r in runs if r["status"] in active] else None
+
+        runs = wait_for(finished_runs, timeout=120, interval=1, what="every run finished")
     finally:
         dagster.stop()
         trigger.stop()
