@@ -8,11 +8,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: dev test lint bench fuzz clean lambda-zip postgres
 
-$(STAMP): pyproject.toml constraints.txt Makefile
+$(STAMP): pyproject.toml testkit/pyproject.toml constraints.txt Makefile
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,bench]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,bench]' -e ./testkit
 	touch $(STAMP)
 
 # The BigQuery emulator (bqemulator) in a virtualenv of its own: it pins duckdb 1.5.5 and must
@@ -24,10 +24,23 @@ $(BQ_STAMP): $(STAMP) constraints-bqemulator.txt
 	rm -f $(BQ_STAMP)
 	$(BIN)/python -m analytics_pipeline.local.bigquery_emulator install --venv $(BQ_VENV)
 
+# The npm SDKs the collector tests drive (@segment/analytics-node, analytics.js), from the lock.
+JS_DIR := analytics_pipeline_tests/js
+JS_STAMP := $(JS_DIR)/node_modules/.package-lock.json
+
+$(JS_STAMP): $(JS_DIR)/package.json $(JS_DIR)/package-lock.json
+	cd $(JS_DIR) && npm ci --no-audit --no-fund
+
+# Debian's chromium for the analytics.js test (Playwright drives it; no browser download).
+CHROMIUM := /usr/bin/chromium
+
+$(CHROMIUM):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
 dev: $(STAMP)
 	$(BIN)/analytics-pipeline dev --simulate
 
-test: $(STAMP) $(BQ_STAMP) postgres lint
+test: $(STAMP) $(BQ_STAMP) $(JS_STAMP) $(CHROMIUM) postgres lint
 	$(BIN)/pytest
 
 # PostgreSQL server binaries (Debian packages) for the Dagster-on-PostgreSQL test, which starts
@@ -59,7 +72,7 @@ lambda-zip: $(STAMP)
 
 # Benchmarks side by side with the ceilings and a peer; writes benchmarks/RESULTS.md and plots.
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 # Coverage-guided fuzzing of the contract parser (atheris); FUZZ_ARGS=-max_total_time=SECONDS.
 FUZZ_ARGS ?= -max_total_time=300

@@ -12,6 +12,15 @@ import msgspec
 
 from analytics_pipeline.settings import Settings
 
+format_option = click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="A table for people, JSON for programs.",
+)
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
@@ -30,11 +39,35 @@ def main() -> None:
     "--port", type=int, default=3000, show_default=True, help="Dagster UI port on 127.0.0.1."
 )
 def dev(simulate: bool, rate: float, port: int) -> None:
-    """Start the whole local pipeline; Ctrl-C (or SIGTERM) stops every process it started."""
+    """Start the whole local pipeline; Ctrl-C, SIGTERM or `stop` stops every process it started
+    but the AWS emulator (kept so that the stream and queues survive a restart).
+
+    One `dev` per state folder and per queue: a second one is refused.
+    """
+    from analytics_pipeline.local.pipeline_lock import PipelineRunning
+    from analytics_pipeline.local.ports import PortTaken
     from analytics_pipeline.local.stack import run_dev
 
     settings = Settings.from_env()
-    sys.exit(run_dev(settings, port=port, simulate_rate=rate if simulate else None, say=click.echo))
+    try:
+        code = run_dev(
+            settings, port=port, simulate_rate=rate if simulate else None, say=click.echo
+        )
+    except (PipelineRunning, PortTaken) as error:
+        raise click.ClickException(str(error)) from None
+    sys.exit(code)
+
+
+@main.command()
+@click.option(
+    "--emulator", is_flag=True, help="Also stop the AWS emulator a `dev` started and left running."
+)
+def stop(emulator: bool) -> None:
+    """Stop the `dev` of this state folder (ANALYTICS_STATE_DIR) and every process it started."""
+    from analytics_pipeline.local.control import stop_pipeline
+
+    if not stop_pipeline(Settings.from_env(), emulator=emulator, say=click.echo):
+        sys.exit(1)
 
 
 @main.command()
@@ -80,18 +113,23 @@ def trigger() -> None:
 
 @main.command()
 @click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
+    "--workers", type=int, default=1, show_default=True, help="Worker processes (a core each)."
 )
+def collector(workers: int) -> None:
+    """Serve the Segment-compatible HTTP API on ANALYTICS_COLLECTOR_HOST:PORT, into Kinesis."""
+    from analytics_pipeline.collector.app import serve
+
+    serve(Settings.from_env(), workers=workers)
+
+
+@main.command()
+@format_option
 @click.argument("sql")
 def query(output_format: str, sql: str) -> None:
     """Run SQL on the configured warehouse (tables live in the `analytics` schema)."""
-    from analytics_pipeline.warehouse import warehouse_from_settings
+    from analytics_pipeline.warehouse import open_warehouse
 
-    result = warehouse_from_settings(Settings.from_env()).query(sql)
+    result = open_warehouse(Settings.from_env()).query(sql)
     if output_format == "json":
         records = [dict(zip(result.columns, row, strict=True)) for row in result.rows]
         click.echo(msgspec.json.encode(records, enc_hook=_json_default).decode())
@@ -101,36 +139,29 @@ def query(output_format: str, sql: str) -> None:
 
 @main.command()
 def status() -> None:
-    """Queue depths (main and dead-letter), the latest loads, and rows per table."""
-    from analytics_pipeline import aws
-    from analytics_pipeline.warehouse import warehouse_from_settings
+    """Pipeline processes, queue depths (main and dead-letter), rows per table, latest loads."""
+    from analytics_pipeline.loader import BatchQueue
+    from analytics_pipeline.local.control import process_rows
+    from analytics_pipeline.warehouse import open_warehouse
 
     settings = Settings.from_env()
-    sqs = aws.client("sqs", settings)
+    click.echo(f"Pipeline processes ({settings.state_dir})")
+    processes = process_rows(settings)
+    if processes:
+        click.echo(_table(["process", "pid", "state"], processes) + "\n")
+    else:
+        click.echo("no `analytics-pipeline dev` has run with this state folder\n")
     rows = []
-    for name in (settings.queue_name, settings.dlq_name):
+    for name, dead_letters in ((settings.queue_name, False), (settings.dlq_name, True)):
         try:
-            url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
-            attributes = sqs.get_queue_attributes(
-                QueueUrl=url,
-                AttributeNames=[
-                    "ApproximateNumberOfMessages",
-                    "ApproximateNumberOfMessagesNotVisible",
-                ],
-            )["Attributes"]
-            rows.append(
-                (
-                    name,
-                    attributes["ApproximateNumberOfMessages"],
-                    attributes["ApproximateNumberOfMessagesNotVisible"],
-                )
-            )
+            depth = BatchQueue.for_settings(settings, dead_letters=dead_letters).depth()
+            rows.append((name, depth["visible"], depth["in_flight"]))
         except Exception as error:  # status must answer even when AWS does not
             rows.append((name, f"unavailable: {error.__class__.__name__}", ""))
     click.echo("Queues")
     click.echo(_table(["queue", "waiting", "in flight"], rows))
     try:
-        warehouse = warehouse_from_settings(settings)
+        warehouse = open_warehouse(settings)
         counts = warehouse.table_row_counts()
         click.echo("\nTables")
         click.echo(_table(["table", "rows"], sorted(counts.items())))
@@ -147,13 +178,7 @@ def dlq() -> None:
 
 
 @dlq.command("list")
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-)
+@format_option
 def dlq_list(output_format: str) -> None:
     """Each dead-lettered message: batch id, kind, day, rows, receives and the last load error."""
     from analytics_pipeline.loader.replay import dead_letters_for
@@ -185,6 +210,27 @@ def dlq_replay(batch_ids: tuple[str, ...]) -> None:
     )
     for name in report.sent:
         click.echo(f"  sent {name}")
+
+
+@main.group()
+def loader() -> None:
+    """The loader's store (the key index, the batch ledger and intents, outside the warehouse)."""
+
+
+@loader.command("rebuild")
+def loader_rebuild() -> None:
+    """Rebuild a lost store from the warehouse (stop the load loop first: it holds the store).
+
+    Reads back what was loaded within the retention (ANALYTICS_LATE_ARRIVAL_DAYS + 1 days);
+    on BigQuery that is one scan of those partitions' keys, billed once.
+    """
+    from analytics_pipeline.loader.rebuild import rebuild_store
+
+    counts = rebuild_store(Settings.from_env())
+    click.echo(
+        f"store rebuilt: {counts['event']} events, {counts['quarantine']} quarantine rows, "
+        f"{counts['batch']} batches"
+    )
 
 
 @main.group()

@@ -1,290 +1,301 @@
-"""Every setting of the pipeline, read from environment variables in this one place.
+"""Every setting of the pipeline, declared once: its variable, its default and what it means.
 
-Each setting has a documented default chosen for the local stack; production overrides them
-through the environment. `SETTINGS_DOC` is the single source for the README's configuration
-table (a test keeps the two in step). This module imports nothing from Dagster, so the Lambda
-package can use it.
+Each field of `Settings` names the environment variable it is read from, a default chosen for
+the local stack and a description; the parser, `to_env`, the README's configuration table (a
+test keeps it in step) and `SETTINGS_DOC` are all derived from that one declaration. Production
+overrides the defaults through the environment. This module imports nothing beyond the standard
+library, so the Lambda package can use it.
 """
 
 from __future__ import annotations
 
 import os
+import types
+import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from functools import cache
 from pathlib import Path
-
-# name -> (default, description). Empty default means "unset".
-SETTINGS_DOC: dict[str, tuple[str, str]] = {
-    "AWS_ENDPOINT_URL": (
-        "http://127.0.0.1:4566",
-        "AWS endpoint for Kinesis, SQS and S3; the local emulator by default. Set it to an empty "
-        "string in production to use real AWS.",
-    ),
-    "AWS_DEFAULT_REGION": ("us-east-1", "AWS region."),
-    "ANALYTICS_STREAM_NAME": ("analytics-events", "Kinesis stream the clients write to."),
-    "ANALYTICS_STREAM_SHARDS": ("2", "Shards of the stream when `dev` creates it."),
-    "ANALYTICS_QUEUE_NAME": (
-        "analytics-event-batches",
-        "SQS queue of pre-aggregated batches; its dead-letter queue is `<name>-dlq`.",
-    ),
-    "ANALYTICS_QUEUE_MAX_RECEIVES": (
-        "5",
-        "Receives of one SQS message before it moves to the dead-letter queue.",
-    ),
-    "ANALYTICS_BUCKET": (
-        "analytics-event-batches",
-        "S3 bucket for batches too big for one SQS message and for batches staged for a run.",
-    ),
-    "ANALYTICS_WAREHOUSE": ("duckdb", "Warehouse: `duckdb` (local) or `bigquery`."),
-    "ANALYTICS_DUCKDB_PATH": (
-        ".analytics-pipeline/warehouse.duckdb",
-        "DuckDB database file of the local warehouse.",
-    ),
-    "ANALYTICS_BIGQUERY_PROJECT": (
-        "",
-        "BigQuery project of the dataset and the jobs; empty: the project of the credentials "
-        "(application default credentials).",
-    ),
-    "ANALYTICS_BIGQUERY_DATASET": ("analytics", "BigQuery dataset holding the tables."),
-    "ANALYTICS_BIGQUERY_LOCATION": ("US", "BigQuery location of the dataset and the jobs."),
-    "ANALYTICS_BIGQUERY_EMULATOR_REST": (
-        "",
-        "Emulators only: REST endpoint of a BigQuery emulator (e.g. `http://127.0.0.1:9050`); "
-        "when set, anonymous credentials are used and `dev` starts the emulator if none answers.",
-    ),
-    "ANALYTICS_BIGQUERY_EMULATOR_GRPC": (
-        "127.0.0.1:9060",
-        "Emulators only: gRPC endpoint (Storage Write API) of the emulator, used with REST.",
-    ),
-    "ANALYTICS_BIGQUERY_PARTITION_EXPIRATION_DAYS": (
-        "",
-        "Days after which BigQuery drops a partition of `events` and `events_quarantine`; "
-        "empty: never. Applied when the tables are created.",
-    ),
-    "ANALYTICS_BIGQUERY_REQUIRE_PARTITION_FILTER": (
-        "false",
-        "Make BigQuery refuse queries on `events` without a filter on `timestamp`. Applied when "
-        "the table is created.",
-    ),
-    "ANALYTICS_STATE_DIR": (
-        ".analytics-pipeline",
-        "Local state: trigger checkpoints, emulator logs, process logs.",
-    ),
-    "DAGSTER_HOME": (
-        ".dagster_home",
-        "Dagster instance folder; `dev` writes the repository's dagster.yaml into it.",
-    ),
-    "ANALYTICS_PARTITION_START": ("2026-01-01", "First day partition of the event tables."),
-    "ANALYTICS_SQS_MESSAGE_MAX_BYTES": (
-        "1048576",
-        "Largest SQS message the Lambda sends (body plus attributes); larger batches go to S3.",
-    ),
-    "ANALYTICS_SQS_VISIBILITY_SECONDS": (
-        "300",
-        "Visibility timeout the sensor receives with: longer than queue wait plus run time.",
-    ),
-    "ANALYTICS_SENSOR_INTERVAL_SECONDS": (
-        "1",
-        "Minimum seconds between sensor evaluations. Dagster's daemon looks at sensors every 5 s, "
-        "so 1 means every look (~5 s); 5 skips every other one (~10 s, measured).",
-    ),
-    "ANALYTICS_SENSOR_MAX_MESSAGES": (
-        "500",
-        "Most SQS messages one sensor evaluation receives (keeps a tick well under 60 s).",
-    ),
-    "ANALYTICS_AGGREGATE_CRON": (
-        "* * * * *",
-        "Cooldown of the aggregates: a day whose events changed refreshes at most once a tick.",
-    ),
-    "ANALYTICS_WAREHOUSE_LOCK_WAIT_SECONDS": (
-        "120",
-        "How long a DuckDB operation waits for the file lock another process holds before it "
-        "fails (a failed load is retried and its SQS messages come back).",
-    ),
-    "ANALYTICS_DUPLICATE_CHECK_CRON": (
-        "0 * * * *",
-        "How often the `no_duplicate_message_ids` check re-scans days whose events changed.",
-    ),
-    "ANALYTICS_DEDUPE_WINDOW_DAYS": (
-        "7",
-        "How far back the loader looks for an already loaded messageId.",
-    ),
-    "ANALYTICS_MAX_BLOB_BYTES": ("1048576", "Largest Kinesis record (compressed blob) accepted."),
-    "ANALYTICS_MAX_DECOMPRESSED_BYTES": (
-        "8388608",
-        "Largest blob after gunzip; bigger ones are rejected as a gzip bomb.",
-    ),
-    "ANALYTICS_MAX_EVENTS_PER_BLOB": ("2500", "Most events in one blob."),
-    "ANALYTICS_MAX_EVENT_BYTES": ("32768", "Largest single event (JSON bytes)."),
-    "ANALYTICS_MAX_NESTING_DEPTH": ("64", "Deepest JSON nesting accepted in a blob."),
-    "ANALYTICS_LATE_ARRIVAL_DAYS": (
-        "30",
-        "Events whose corrected timestamp is this many days before receipt are rejected.",
-    ),
-    "ANALYTICS_FUTURE_TOLERANCE_SECONDS": (
-        "600",
-        "Events whose corrected timestamp is this far after receipt are rejected.",
-    ),
-    "ANALYTICS_TRIGGER_BATCH_SIZE": (
-        "1000",
-        "Kinesis records per handler invocation (local trigger).",
-    ),
-    "ANALYTICS_TRIGGER_POLL_SECONDS": (
-        "0.5",
-        "Pause between polls of an idle shard (local trigger).",
-    ),
-}
+from typing import Any
 
 
-def _env(environ: Mapping[str, str], name: str) -> str:
-    value = environ.get(name)
-    return SETTINGS_DOC[name][0] if value is None else value
+def setting(variable: str, default: str, doc: str) -> Any:
+    """A `Settings` field read from `variable`; `default` is its text when the variable is unset
+    (an empty default means "unset": None for optional fields)."""
+    return field(metadata={"variable": variable, "default": default, "doc": doc})
 
 
 @dataclass(frozen=True)
 class Settings:
     """A snapshot of the configuration; build it with `Settings.from_env()`."""
 
-    aws_endpoint_url: str | None
-    aws_region: str
-    stream_name: str
-    stream_shards: int
-    queue_name: str
-    queue_max_receives: int
-    bucket: str
-    warehouse: str
-    duckdb_path: Path
-    bigquery_project: str
-    bigquery_dataset: str
-    bigquery_location: str
-    bigquery_emulator_rest: str
-    bigquery_emulator_grpc: str
-    bigquery_partition_expiration_days: int | None
-    bigquery_require_partition_filter: bool
-    state_dir: Path
-    dagster_home: Path
-    partition_start: str
-    sqs_message_max_bytes: int
-    sqs_visibility_seconds: int
-    sensor_interval_seconds: int
-    sensor_max_messages: int
-    aggregate_cron: str
-    duplicate_check_cron: str
-    warehouse_lock_wait_seconds: float
-    dedupe_window_days: int
-    max_blob_bytes: int
-    max_decompressed_bytes: int
-    max_events_per_blob: int
-    max_event_bytes: int
-    max_nesting_depth: int
-    late_arrival_days: int
-    future_tolerance_seconds: int
-    trigger_batch_size: int
-    trigger_poll_seconds: float
+    aws_endpoint_url: str | None = setting(
+        "AWS_ENDPOINT_URL",
+        "http://127.0.0.1:4566",
+        "AWS endpoint for Kinesis, SQS and S3; the local emulator by default. Set it to an empty "
+        "string in production to use real AWS.",
+    )
+    aws_region: str = setting("AWS_DEFAULT_REGION", "us-east-1", "AWS region.")
+    stream_name: str = setting(
+        "ANALYTICS_STREAM_NAME", "analytics-events", "Kinesis stream the clients write to."
+    )
+    stream_shards: int = setting(
+        "ANALYTICS_STREAM_SHARDS", "2", "Shards of the stream when `dev` creates it."
+    )
+    queue_name: str = setting(
+        "ANALYTICS_QUEUE_NAME",
+        "analytics-event-batches",
+        "SQS queue of pre-aggregated batches; its dead-letter queue is `<name>-dlq`.",
+    )
+    queue_max_receives: int = setting(
+        "ANALYTICS_QUEUE_MAX_RECEIVES",
+        "5",
+        "Receives of one SQS message before it moves to the dead-letter queue.",
+    )
+    bucket: str = setting(
+        "ANALYTICS_BUCKET",
+        "analytics-event-batches",
+        "S3 bucket for batches too big for one SQS message and for batches staged for a run.",
+    )
+    warehouse: str = setting(
+        "ANALYTICS_WAREHOUSE", "duckdb", "Warehouse: `duckdb` (local) or `bigquery`."
+    )
+    duckdb_path: Path = setting(
+        "ANALYTICS_DUCKDB_PATH",
+        ".analytics-pipeline/warehouse.duckdb",
+        "DuckDB database file of the local warehouse.",
+    )
+    bigquery_project: str = setting(
+        "ANALYTICS_BIGQUERY_PROJECT",
+        "",
+        "BigQuery project of the dataset and the jobs; empty: the project of the credentials "
+        "(application default credentials).",
+    )
+    bigquery_dataset: str = setting(
+        "ANALYTICS_BIGQUERY_DATASET", "analytics", "BigQuery dataset holding the tables."
+    )
+    bigquery_location: str = setting(
+        "ANALYTICS_BIGQUERY_LOCATION", "US", "BigQuery location of the dataset and the jobs."
+    )
+    bigquery_emulator_rest: str = setting(
+        "ANALYTICS_BIGQUERY_EMULATOR_REST",
+        "",
+        "Emulators only: REST endpoint of a BigQuery emulator (e.g. `http://127.0.0.1:9050`); "
+        "when set, anonymous credentials are used and `dev` starts the emulator if none answers.",
+    )
+    bigquery_emulator_grpc: str = setting(
+        "ANALYTICS_BIGQUERY_EMULATOR_GRPC",
+        "127.0.0.1:9060",
+        "Emulators only: gRPC endpoint (Storage Write API) of the emulator, used with REST.",
+    )
+    bigquery_partition_expiration_days: int | None = setting(
+        "ANALYTICS_BIGQUERY_PARTITION_EXPIRATION_DAYS",
+        "",
+        "Days after which BigQuery drops a partition of `events` and `events_quarantine`; empty: "
+        "never. Applied when the tables are created.",
+    )
+    bigquery_require_partition_filter: bool = setting(
+        "ANALYTICS_BIGQUERY_REQUIRE_PARTITION_FILTER",
+        "false",
+        "Make BigQuery refuse queries on `events` without a filter on `timestamp`. Applied when "
+        "the table is created.",
+    )
+    state_dir: Path = setting(
+        "ANALYTICS_STATE_DIR",
+        ".analytics-pipeline",
+        "Local state: trigger checkpoints, emulator logs, process logs.",
+    )
+    dagster_home: Path = setting(
+        "DAGSTER_HOME",
+        ".dagster_home",
+        "Dagster instance folder; `dev` writes the repository's dagster.yaml into it.",
+    )
+    partition_start: str = setting(
+        "ANALYTICS_PARTITION_START", "2026-01-01", "First day partition of the event tables."
+    )
+    sqs_message_max_bytes: int = setting(
+        "ANALYTICS_SQS_MESSAGE_MAX_BYTES",
+        "1048576",
+        "Largest SQS message the Lambda sends (body plus attributes); larger batches go to S3.",
+    )
+    sqs_visibility_seconds: int = setting(
+        "ANALYTICS_SQS_VISIBILITY_SECONDS",
+        "60",
+        "Visibility timeout the loader receives with: longer than one load takes. A message a "
+        "dead loader held comes back after it.",
+    )
+    sensor_interval_seconds: int = setting(
+        "ANALYTICS_SENSOR_INTERVAL_SECONDS",
+        "1",
+        "Minimum seconds between evaluations of the sensor that keeps the load loop running. "
+        "Dagster's daemon looks at sensors every 5 s, so 1 means every look.",
+    )
+    load_max_messages: int = setting(
+        "ANALYTICS_LOAD_MAX_MESSAGES",
+        "100",
+        "Most SQS messages one load takes (it loads what waits as soon as one arrives).",
+    )
+    loop_seconds: int = setting(
+        "ANALYTICS_LOOP_SECONDS",
+        "1800",
+        "How long one load loop run lasts before the sensor starts the next (a run per "
+        "window keeps run logs and run history readable).",
+    )
+    loader_state_dir: Path = setting(
+        "ANALYTICS_LOADER_STATE_DIR",
+        ".analytics-pipeline/loader",
+        "The loader's store (key index, batch ledger, intents), a folder per queue, on the disk "
+        "of the host that runs the load loop. Losing it: see `analytics-pipeline loader rebuild`.",
+    )
+    duplicate_check_cron: str = setting(
+        "ANALYTICS_DUPLICATE_CHECK_CRON",
+        "0 4 * * *",
+        "How often the `no_duplicate_message_ids` safety net re-scans days whose events changed "
+        "(on BigQuery each scan of a day bills its `message_id` column).",
+    )
+    warehouse_lock_wait_seconds: float = setting(
+        "ANALYTICS_WAREHOUSE_LOCK_WAIT_SECONDS",
+        "120",
+        "How long a DuckDB operation waits for the file lock another process holds before it "
+        "fails (a failed load is retried and its SQS messages come back).",
+    )
+    max_blob_bytes: int = setting(
+        "ANALYTICS_MAX_BLOB_BYTES", "1048576", "Largest Kinesis record (compressed blob) accepted."
+    )
+    max_decompressed_bytes: int = setting(
+        "ANALYTICS_MAX_DECOMPRESSED_BYTES",
+        "8388608",
+        "Largest blob after gunzip; bigger ones are rejected as a gzip bomb.",
+    )
+    max_events_per_blob: int = setting(
+        "ANALYTICS_MAX_EVENTS_PER_BLOB", "2500", "Most events in one blob."
+    )
+    max_event_bytes: int = setting(
+        "ANALYTICS_MAX_EVENT_BYTES", "32768", "Largest single event (JSON bytes)."
+    )
+    max_nesting_depth: int = setting(
+        "ANALYTICS_MAX_NESTING_DEPTH", "64", "Deepest JSON nesting accepted in a blob."
+    )
+    late_arrival_days: int = setting(
+        "ANALYTICS_LATE_ARRIVAL_DAYS",
+        "30",
+        "Events whose corrected timestamp is this many days before receipt are rejected.",
+    )
+    future_tolerance_seconds: int = setting(
+        "ANALYTICS_FUTURE_TOLERANCE_SECONDS",
+        "600",
+        "Events whose corrected timestamp is this far after receipt are rejected.",
+    )
+    trigger_batch_size: int = setting(
+        "ANALYTICS_TRIGGER_BATCH_SIZE",
+        "1000",
+        "Kinesis records per handler invocation (local trigger).",
+    )
+    trigger_poll_seconds: float = setting(
+        "ANALYTICS_TRIGGER_POLL_SECONDS",
+        "0.5",
+        "Pause between polls of an idle shard (local trigger).",
+    )
+    collector_host: str = setting(
+        "ANALYTICS_COLLECTOR_HOST",
+        "127.0.0.1",
+        "Address the HTTP collector (Segment-compatible API) listens on.",
+    )
+    collector_port: int = setting("ANALYTICS_COLLECTOR_PORT", "8088", "Port of the HTTP collector.")
+    write_keys: str = setting(
+        "ANALYTICS_WRITE_KEYS",
+        "local-write-key=local",
+        "Write keys the collector accepts, comma-separated `key` or `key=source` (the source "
+        "name stored with the events in `context.source`; a bare key is named by its hash).",
+    )
+    collector_max_inflight_bytes: int = setting(
+        "ANALYTICS_COLLECTOR_MAX_INFLIGHT_BYTES",
+        "67108864",
+        "Request bytes one collector worker holds at once (bodies being read, records waiting "
+        "for Kinesis); beyond it requests get 503 with Retry-After.",
+    )
+    collector_read_timeout_seconds: float = setting(
+        "ANALYTICS_COLLECTOR_READ_TIMEOUT_SECONDS",
+        "10",
+        "Time a client has to send its whole request body before the collector answers 408.",
+    )
 
     @property
     def dlq_name(self) -> str:
         return f"{self.queue_name}-dlq"
 
+    @property
+    def loader_store_dir(self) -> Path:
+        """The store of this pipeline's queue (one loader per queue)."""
+        return self.loader_state_dir / self.queue_name
+
+    @property
+    def loader_retention_days(self) -> int:
+        """Keys live as long as a copy can still be accepted: the late-arrival window, + 1."""
+        return self.late_arrival_days + 1
+
     def to_env(self) -> dict[str, str]:
         """The environment that reproduces these settings in a child process."""
-        env = {}
-        for name, variable in ENV_BY_FIELD.items():
-            value = getattr(self, name)
-            env[variable] = "" if value is None else str(value)
-        return env
+        return {spec.variable: _to_text(getattr(self, spec.name)) for spec in setting_specs()}
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
+        values = {}
+        for spec in setting_specs():
+            text = env.get(spec.variable)
+            values[spec.name] = spec.parse(spec.default if text is None else text)
+        return cls(**values)
 
-        def get(name: str) -> str:
-            return _env(env, name)
 
-        return cls(
-            aws_endpoint_url=get("AWS_ENDPOINT_URL") or None,
-            aws_region=get("AWS_DEFAULT_REGION"),
-            stream_name=get("ANALYTICS_STREAM_NAME"),
-            stream_shards=int(get("ANALYTICS_STREAM_SHARDS")),
-            queue_name=get("ANALYTICS_QUEUE_NAME"),
-            queue_max_receives=int(get("ANALYTICS_QUEUE_MAX_RECEIVES")),
-            bucket=get("ANALYTICS_BUCKET"),
-            warehouse=get("ANALYTICS_WAREHOUSE"),
-            duckdb_path=Path(get("ANALYTICS_DUCKDB_PATH")).absolute(),
-            bigquery_project=get("ANALYTICS_BIGQUERY_PROJECT"),
-            bigquery_dataset=get("ANALYTICS_BIGQUERY_DATASET"),
-            bigquery_location=get("ANALYTICS_BIGQUERY_LOCATION"),
-            bigquery_emulator_rest=get("ANALYTICS_BIGQUERY_EMULATOR_REST"),
-            bigquery_emulator_grpc=get("ANALYTICS_BIGQUERY_EMULATOR_GRPC"),
-            bigquery_partition_expiration_days=(
-                int(get("ANALYTICS_BIGQUERY_PARTITION_EXPIRATION_DAYS"))
-                if get("ANALYTICS_BIGQUERY_PARTITION_EXPIRATION_DAYS")
-                else None
-            ),
-            bigquery_require_partition_filter=get("ANALYTICS_BIGQUERY_REQUIRE_PARTITION_FILTER")
-            .strip()
-            .lower()
-            in ("1", "true", "yes"),
-            state_dir=Path(get("ANALYTICS_STATE_DIR")).absolute(),
-            dagster_home=Path(get("DAGSTER_HOME")).absolute(),
-            partition_start=get("ANALYTICS_PARTITION_START"),
-            sqs_message_max_bytes=int(get("ANALYTICS_SQS_MESSAGE_MAX_BYTES")),
-            sqs_visibility_seconds=int(get("ANALYTICS_SQS_VISIBILITY_SECONDS")),
-            sensor_interval_seconds=int(get("ANALYTICS_SENSOR_INTERVAL_SECONDS")),
-            sensor_max_messages=int(get("ANALYTICS_SENSOR_MAX_MESSAGES")),
-            aggregate_cron=get("ANALYTICS_AGGREGATE_CRON"),
-            duplicate_check_cron=get("ANALYTICS_DUPLICATE_CHECK_CRON"),
-            warehouse_lock_wait_seconds=float(get("ANALYTICS_WAREHOUSE_LOCK_WAIT_SECONDS")),
-            dedupe_window_days=int(get("ANALYTICS_DEDUPE_WINDOW_DAYS")),
-            max_blob_bytes=int(get("ANALYTICS_MAX_BLOB_BYTES")),
-            max_decompressed_bytes=int(get("ANALYTICS_MAX_DECOMPRESSED_BYTES")),
-            max_events_per_blob=int(get("ANALYTICS_MAX_EVENTS_PER_BLOB")),
-            max_event_bytes=int(get("ANALYTICS_MAX_EVENT_BYTES")),
-            max_nesting_depth=int(get("ANALYTICS_MAX_NESTING_DEPTH")),
-            late_arrival_days=int(get("ANALYTICS_LATE_ARRIVAL_DAYS")),
-            future_tolerance_seconds=int(get("ANALYTICS_FUTURE_TOLERANCE_SECONDS")),
-            trigger_batch_size=int(get("ANALYTICS_TRIGGER_BATCH_SIZE")),
-            trigger_poll_seconds=float(get("ANALYTICS_TRIGGER_POLL_SECONDS")),
+@dataclass(frozen=True)
+class SettingSpec:
+    """One declared setting: the field, its variable, default text, description and type."""
+
+    name: str
+    variable: str
+    default: str
+    doc: str
+    type: Any
+
+    def parse(self, text: str) -> Any:
+        """The field's value from its variable's text; empty is None where None is allowed."""
+        kind = self.type
+        if isinstance(kind, types.UnionType):  # `X | None`
+            if not text:
+                return None
+            (kind,) = (arg for arg in typing.get_args(kind) if arg is not type(None))
+        if kind is bool:
+            return text.strip().lower() in ("1", "true", "yes")
+        if kind is Path:
+            return Path(text).absolute()
+        return kind(text)
+
+
+@cache
+def setting_specs() -> tuple[SettingSpec, ...]:
+    hints = typing.get_type_hints(Settings)
+    return tuple(
+        SettingSpec(
+            name=f.name,
+            variable=f.metadata["variable"],
+            default=f.metadata["default"],
+            doc=f.metadata["doc"],
+            type=hints[f.name],
         )
+        for f in fields(Settings)
+    )
 
 
-# Settings field -> the environment variable it is read from.
-ENV_BY_FIELD: dict[str, str] = {
-    "aws_endpoint_url": "AWS_ENDPOINT_URL",
-    "aws_region": "AWS_DEFAULT_REGION",
-    "stream_name": "ANALYTICS_STREAM_NAME",
-    "stream_shards": "ANALYTICS_STREAM_SHARDS",
-    "queue_name": "ANALYTICS_QUEUE_NAME",
-    "queue_max_receives": "ANALYTICS_QUEUE_MAX_RECEIVES",
-    "bucket": "ANALYTICS_BUCKET",
-    "warehouse": "ANALYTICS_WAREHOUSE",
-    "duckdb_path": "ANALYTICS_DUCKDB_PATH",
-    "bigquery_project": "ANALYTICS_BIGQUERY_PROJECT",
-    "bigquery_dataset": "ANALYTICS_BIGQUERY_DATASET",
-    "bigquery_location": "ANALYTICS_BIGQUERY_LOCATION",
-    "bigquery_emulator_rest": "ANALYTICS_BIGQUERY_EMULATOR_REST",
-    "bigquery_emulator_grpc": "ANALYTICS_BIGQUERY_EMULATOR_GRPC",
-    "bigquery_partition_expiration_days": "ANALYTICS_BIGQUERY_PARTITION_EXPIRATION_DAYS",
-    "bigquery_require_partition_filter": "ANALYTICS_BIGQUERY_REQUIRE_PARTITION_FILTER",
-    "state_dir": "ANALYTICS_STATE_DIR",
-    "dagster_home": "DAGSTER_HOME",
-    "partition_start": "ANALYTICS_PARTITION_START",
-    "sqs_message_max_bytes": "ANALYTICS_SQS_MESSAGE_MAX_BYTES",
-    "sqs_visibility_seconds": "ANALYTICS_SQS_VISIBILITY_SECONDS",
-    "sensor_interval_seconds": "ANALYTICS_SENSOR_INTERVAL_SECONDS",
-    "sensor_max_messages": "ANALYTICS_SENSOR_MAX_MESSAGES",
-    "aggregate_cron": "ANALYTICS_AGGREGATE_CRON",
-    "duplicate_check_cron": "ANALYTICS_DUPLICATE_CHECK_CRON",
-    "warehouse_lock_wait_seconds": "ANALYTICS_WAREHOUSE_LOCK_WAIT_SECONDS",
-    "dedupe_window_days": "ANALYTICS_DEDUPE_WINDOW_DAYS",
-    "max_blob_bytes": "ANALYTICS_MAX_BLOB_BYTES",
-    "max_decompressed_bytes": "ANALYTICS_MAX_DECOMPRESSED_BYTES",
-    "max_events_per_blob": "ANALYTICS_MAX_EVENTS_PER_BLOB",
-    "max_event_bytes": "ANALYTICS_MAX_EVENT_BYTES",
-    "max_nesting_depth": "ANALYTICS_MAX_NESTING_DEPTH",
-    "late_arrival_days": "ANALYTICS_LATE_ARRIVAL_DAYS",
-    "future_tolerance_seconds": "ANALYTICS_FUTURE_TOLERANCE_SECONDS",
-    "trigger_batch_size": "ANALYTICS_TRIGGER_BATCH_SIZE",
-    "trigger_poll_seconds": "ANALYTICS_TRIGGER_POLL_SECONDS",
+def _to_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+# variable -> (default, description): the README's configuration table, derived.
+SETTINGS_DOC: dict[str, tuple[str, str]] = {
+    spec.variable: (spec.default, spec.doc) for spec in setting_specs()
 }
-SETTING_FIELDS = tuple(f.name for f in fields(Settings))

@@ -8,10 +8,7 @@ other's data even though they share one emulator process.
 from __future__ import annotations
 
 import os
-import socket
-import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,12 +16,8 @@ import pytest
 from analytics_pipeline.local.bootstrap import Resources, ensure_resources
 from analytics_pipeline.local.emulator import start_emulator
 from analytics_pipeline.settings import Settings
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from analytics_pipeline_testkit.environments import BigQueryEndpoint, unique_settings_env
+from analytics_pipeline_testkit.processes import free_port
 
 
 @pytest.fixture(scope="session")
@@ -36,25 +29,6 @@ def aws_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield emulator.endpoint_url
     finally:
         emulator.stop()
-
-
-def unique_settings_env(endpoint: str, base_dir: Path, **overrides: str) -> dict[str, str]:
-    """Environment for a pipeline of its own: unique AWS names, state under `base_dir`."""
-    name = f"t-{uuid.uuid4().hex[:12]}"
-    env = {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "ANALYTICS_STREAM_NAME": name,
-        "ANALYTICS_STREAM_SHARDS": "2",
-        "ANALYTICS_QUEUE_NAME": name,
-        "ANALYTICS_BUCKET": name,
-        "ANALYTICS_STATE_DIR": str(base_dir / "state"),
-        "ANALYTICS_DUCKDB_PATH": str(base_dir / "warehouse.duckdb"),
-        "DAGSTER_HOME": str(base_dir / "dagster_home"),
-        "ANALYTICS_TRIGGER_POLL_SECONDS": "0.05",
-    }
-    env.update(overrides)
-    return env
 
 
 @pytest.fixture
@@ -77,46 +51,39 @@ def pipeline_env(monkeypatch: pytest.MonkeyPatch) -> Callable[[Mapping[str, str]
 
 
 @pytest.fixture
-def pipeline_settings(
+def new_pipeline(
     aws_endpoint: str,
     tmp_path: Path,
     pipeline_env: Callable[[Mapping[str, str]], None],
-) -> Settings:
-    """Settings for a fresh pipeline (its own stream, queues, bucket) with its resources created.
+) -> Callable[..., Settings]:
+    """Settings for a fresh pipeline (its own stream, queues, bucket) with its resources created;
+    keyword arguments override settings (`ANALYTICS_QUEUE_MAX_RECEIVES="3"`).
 
     The same values are in os.environ, so `Settings.from_env()` inside the code under test (the
     Lambda handler) agrees with the test.
     """
-    env = unique_settings_env(aws_endpoint, tmp_path)
-    pipeline_env(env)
-    settings = Settings.from_env(env)
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    ensure_resources(settings)
-    return settings
+
+    def create(**overrides: str) -> Settings:
+        env = unique_settings_env(aws_endpoint, tmp_path, **overrides)
+        pipeline_env(env)
+        settings = Settings.from_env(env)
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        ensure_resources(settings)
+        return settings
+
+    return create
+
+
+@pytest.fixture
+def pipeline_settings(new_pipeline: Callable[..., Settings]) -> Settings:
+    """A fresh pipeline with the default settings (see `new_pipeline`)."""
+    return new_pipeline()
 
 
 @pytest.fixture
 def pipeline_resources(pipeline_settings: Settings) -> Resources:
     """Queue URLs and stream ARN of `pipeline_settings` (ensure_resources is idempotent)."""
     return ensure_resources(pipeline_settings)
-
-
-@dataclass(frozen=True)
-class BigQueryEndpoint:
-    """A running BigQuery emulator: REST for jobs and tables, gRPC for the Storage Write API."""
-
-    rest: str
-    grpc: str
-    project: str
-
-    def settings_env(self, dataset: str) -> dict[str, str]:
-        return {
-            "ANALYTICS_WAREHOUSE": "bigquery",
-            "ANALYTICS_BIGQUERY_PROJECT": self.project,
-            "ANALYTICS_BIGQUERY_DATASET": dataset,
-            "ANALYTICS_BIGQUERY_EMULATOR_REST": self.rest,
-            "ANALYTICS_BIGQUERY_EMULATOR_GRPC": self.grpc,
-        }
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from analytics_pipeline.contract import batches
-from analytics_pipeline.contract.parse import (
+from analytics_pipeline.contract import (
+    batches,
     blob_quarantine_id,
     event_quarantine_id,
     is_blob_rejection,
@@ -25,7 +25,7 @@ from analytics_pipeline.contract.parse import (
 from analytics_pipeline.contract.reasons import Reason
 from analytics_pipeline.contract.rows import EventRow
 from analytics_pipeline.ingest.handler import process_event
-from analytics_pipeline_tests.catalogue import (
+from analytics_pipeline_testkit.catalogue import (
     ACCEPTED,
     CATALOGUE,
     LIMITS,
@@ -34,8 +34,8 @@ from analytics_pipeline_tests.catalogue import (
     event_positions,
     readme_table,
 )
-from analytics_pipeline_tests.test_ingest.doubles import FakeS3, FakeSqs
-from analytics_pipeline_tests.test_ingest.test_handler import NOW, kinesis_record, runtime
+from analytics_pipeline_testkit.doubles import FakeS3, FakeSqs
+from analytics_pipeline_testkit.lambda_events import NOW, kinesis_record, runtime
 
 BUILD = Build(now=NOW, tag="unit")
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -7,14 +7,15 @@ from click.testing import CliRunner
 from analytics_pipeline.cli import main
 from analytics_pipeline.settings import Settings
 from analytics_pipeline.warehouse.duckdb import DuckDBWarehouse
-from analytics_pipeline_tests.test_warehouse.builders import event, staged
+from analytics_pipeline_testkit.loading import load_once
+from analytics_pipeline_testkit.rows import event, staged
 
 
 def _load_three_events(settings: Settings) -> None:
     warehouse = DuckDBWarehouse(settings.duckdb_path)
     warehouse.ensure_schema()
     rows = [event("m-1"), event("m-2", name="Feed Scrolled"), event("m-3")]
-    warehouse.load_batches([staged(rows)], dedupe_window_days=7)
+    load_once(warehouse, [staged(rows)], settings.loader_store_dir)
 
 
 def test_query_prints_a_table_and_json(pipeline_settings: Settings) -> None:
@@ -59,7 +60,7 @@ def test_status_answers_when_aws_is_unreachable(tmp_path, pipeline_env) -> None:
 
 
 def test_the_cli_warehouse_waits_as_long_as_the_setting_says(tmp_path) -> None:
-    from analytics_pipeline.warehouse import warehouse_from_settings
+    from analytics_pipeline.warehouse import open_warehouse
 
     settings = Settings.from_env(
         {
@@ -67,6 +68,6 @@ def test_the_cli_warehouse_waits_as_long_as_the_setting_says(tmp_path) -> None:
             "ANALYTICS_WAREHOUSE_LOCK_WAIT_SECONDS": "7.5",
         }
     )
-    warehouse = warehouse_from_settings(settings)
+    warehouse = open_warehouse(settings)
     assert isinstance(warehouse, DuckDBWarehouse)
     assert warehouse.open_timeout_seconds == 7.5

@@ -6,6 +6,7 @@ The `dagster dev` side of the bind check runs where dagster is already up:
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import subprocess
@@ -15,9 +16,12 @@ import pytest
 
 from analytics_pipeline.local.emulator import start_emulator
 from analytics_pipeline.local.stack import dagster_dev_command
-from analytics_pipeline_tests.conftest import free_port
-from analytics_pipeline_tests.e2e.stack import wait_for
-from analytics_pipeline_tests.listening import is_loopback, listening_addresses
+from analytics_pipeline_testkit.processes import (
+    free_port,
+    is_loopback,
+    listening_addresses,
+    wait_for,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 IAM = REPO / "deploy" / "iam"
@@ -40,8 +44,9 @@ BOTO_CALL = re.compile(r"\b(sqs|s3|kinesis)\.([a-z_]+)\(")
 # What runs under each identity: the code whose boto3 calls it must allow.
 CODE_OF = {
     "lambda-ingest-policy.json": ["analytics_pipeline/ingest"],
+    # The load loop and the on-demand `events` asset (defs/), through BatchQueue's methods.
     "dagster-loader-policy.json": [
-        "analytics_pipeline/loader/batch_queue.py",
+        "analytics_pipeline/loader/loop.py",
         "analytics_pipeline/loader/load.py",
         "analytics_pipeline/loader/failures.py",
         "analytics_pipeline/defs",
@@ -78,12 +83,50 @@ PLATFORM_ACTIONS = {
 }
 
 
+BATCH_QUEUE = REPO / "analytics_pipeline" / "loader" / "batch_queue.py"
+
+
+def batch_queue_method_calls() -> dict[str, set[str]]:
+    """BatchQueue method -> the boto3 calls it makes, itself or through its other methods.
+
+    Code outside batch_queue.py talks to SQS through `BatchQueue`, so an identity that runs
+    it needs what the methods it calls need (and not what the other methods need).
+    """
+    tree = ast.parse(BATCH_QUEUE.read_text())
+    (queue_class,) = [
+        node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "BatchQueue"
+    ]
+    source = BATCH_QUEUE.read_text()
+    direct: dict[str, set[str]] = {}
+    uses: dict[str, set[str]] = {}
+    for method in queue_class.body:
+        if isinstance(method, ast.FunctionDef):
+            text = ast.get_source_segment(source, method) or ""
+            direct[method.name] = {m.group(2) for m in BOTO_CALL.finditer(text)}
+            uses[method.name] = set(re.findall(r"\b(?:self|cls)\.([a-z_]+)\(", text))
+    calls = {name: set(found) for name, found in direct.items()}
+    changed = True
+    while changed:  # close over methods calling methods
+        changed = False
+        for name, used in uses.items():
+            for other in used & set(calls):
+                if not calls[other] <= calls[name]:
+                    calls[name] |= calls[other]
+                    changed = True
+    return calls
+
+
 def actions_called_by(paths: list[str]) -> set[str]:
     files: list[Path] = []
     for path in paths:
         target = REPO / path
         files += sorted(target.rglob("*.py")) if target.is_dir() else [target]
     calls = {m.group(2) for file in files for m in BOTO_CALL.finditer(file.read_text())}
+    if BATCH_QUEUE not in files:
+        methods = batch_queue_method_calls()
+        texts = "\n".join(file.read_text() for file in files)
+        for name in set(re.findall(r"\.([a-z_]+)\(", texts)) & set(methods):
+            calls |= methods[name]
     unknown = calls - set(IAM_ACTION)
     assert not unknown, f"boto3 calls without an IAM mapping in this test: {unknown}"
     return {IAM_ACTION[call] for call in calls}

@@ -10,7 +10,7 @@ into gzip NDJSON batches like the Lambda does, and times:
 - loader, call per batch: one `load_batches` per batch, so each load anti-joins a growing table;
 - replay: every batch again (all skipped by the ledger).
 
-Run: .venv/bin/python benchmarks/duckdb_load.py [--events 200000] [--batch-rows 5000]
+Run: .venv/bin/python -m benchmarks.duckdb_load [--events 200000] [--batch-rows 5000]
 """
 
 from __future__ import annotations
@@ -26,10 +26,12 @@ from pathlib import Path
 import duckdb
 import msgspec
 
-from analytics_pipeline.contract.batches import BatchKind, batch_id_for, compress, encode_rows
+from analytics_pipeline.contract.batches import BatchKind, batch_id_for, encode_rows
 from analytics_pipeline.contract.rows import EventRow
+from analytics_pipeline.ingest.packing import compress_batch
 from analytics_pipeline.warehouse.base import StagedBatch
-from analytics_pipeline.warehouse.duckdb import EVENT_TABLE_COLUMNS, DuckDBWarehouse
+from analytics_pipeline.warehouse.duckdb import DuckDBWarehouse
+from analytics_pipeline.warehouse.tables import EVENT_TABLE_COLUMNS
 
 EVENT_NAMES = ("Video Recorded", "Video Shared", "Feed Scrolled", "Purchase Completed", "Login")
 SCREENS = ("Feed", "Camera", "Profile", "Settings")
@@ -79,7 +81,9 @@ def staged_batches(rows: list[EventRow], batch_rows: int) -> list[StagedBatch]:
         day = chunk[0].timestamp.date().isoformat()
         batch_id = batch_id_for(BatchKind.EVENTS, day, (row.message_id for row in chunk))
         batches.append(
-            StagedBatch(batch_id, BatchKind.EVENTS, day, len(chunk), compress(encode_rows(chunk)))
+            StagedBatch(
+                batch_id, BatchKind.EVENTS, day, len(chunk), compress_batch(encode_rows(chunk))
+            )
         )
     return batches
 

@@ -30,13 +30,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from analytics_pipeline import aws
+from analytics_pipeline.loader import BatchQueue
 from analytics_pipeline.local.bootstrap import ensure_resources
 from analytics_pipeline.local.emulator import start_emulator
+from analytics_pipeline.local.processes import ChildProcess
 from analytics_pipeline.local.stack import child_env
 from analytics_pipeline.settings import Settings
 from analytics_pipeline.warehouse.duckdb import DuckDBWarehouse
-from analytics_pipeline_tests.e2e.stack import DagsterDev, Process, free_port, start_trigger
+from analytics_pipeline_testkit.processes import DagsterDev, free_port, start_trigger
 from benchmarks.workload import REPO_ROOT
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -245,7 +246,7 @@ def run_e2e(
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as name:
         folder = Path(name)
         emulator = start_emulator(free_port(), folder / "emulator.log")
-        processes: list[Process] = []
+        processes: list[ChildProcess] = []
         try:
             env = bench_settings_env(emulator.endpoint_url, folder, overrides or {})
             settings = Settings.from_env(env)
@@ -261,8 +262,14 @@ def run_e2e(
             command = [sys.executable, "-m", "benchmarks.clients", "--rate", str(rate)]
             command += ["--seconds", str(seconds), "--clients", str(clients)]
             command += ["--status-file", str(status_file)]
-            clients_env = child_env(settings) | {"PYTHONPATH": str(REPO_ROOT)}
-            processes.append(Process(command, clients_env, settings.state_dir / "clients.log"))
+            clients = ChildProcess(
+                "clients",
+                command,
+                settings.state_dir / "clients.log",
+                child_env(settings),
+                REPO_ROOT,
+            )
+            processes.append(clients.start())
             sessions = {"emulator": emulator.pid, "trigger": trigger.pid, "dagster": dagster.pid}
             sessions["clients"] = processes[-1].pid
             say(f"e2e {rate:g} events/s for {seconds:g} s: clients started")
@@ -283,13 +290,12 @@ def _observe(
     result: E2EResult,
     settings: Settings,
     sessions: dict[str, int],
-    processes: list[Process],
+    processes: list[ChildProcess],
     status_file: Path,
     drain_timeout: float,
     sample_every: float,
 ) -> None:
-    sqs = aws.client("sqs", settings)
-    queue_url = sqs.get_queue_url(QueueName=settings.queue_name)["QueueUrl"]
+    queue = BatchQueue.for_settings(settings)
     warehouse = DuckDBWarehouse(settings.duckdb_path, open_timeout_seconds=30.0)
     meter = ProcessMeter(sessions)
     trigger_log = LogTail(settings.state_dir / "trigger.log")
@@ -308,10 +314,7 @@ def _observe(
         ages = _AGE.findall(trigger_log.read())
         if ages:
             iterator_age = int(ages[-1]) / 1000
-        attributes = sqs.get_queue_attributes(
-            QueueUrl=queue_url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )["Attributes"]
+        depth = queue.depth()
         if settings.duckdb_path.exists():
             polled_at = time.time()
             rows = warehouse.query(
@@ -329,8 +332,8 @@ def _observe(
                 seconds=time.time() - started,
                 sent=result.sent,
                 queryable=result.queryable,
-                sqs_visible=int(attributes["ApproximateNumberOfMessages"]),
-                sqs_in_flight=int(attributes["ApproximateNumberOfMessagesNotVisible"]),
+                sqs_visible=depth["visible"],
+                sqs_in_flight=depth["in_flight"],
                 iterator_age_seconds=iterator_age,
                 rss_mb=meter.sample(),
             )

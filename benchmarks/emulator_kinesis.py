@@ -13,14 +13,12 @@ prints:
 - race: several threads putting to one shard at once; sequence numbers returned vs distinct vs
   records the shard actually holds (plain moto loses records here, the patched module does not).
 
-Run: .venv/bin/python benchmarks/emulator_kinesis.py [--records 100000] [--only patched|plain]
+Run: .venv/bin/python -m benchmarks.emulator_kinesis [--records 100000] [--only patched|plain]
 """
 
 from __future__ import annotations
 
 import argparse
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,8 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from analytics_pipeline import aws
-from analytics_pipeline.local.emulator import EmulatorProcess, endpoint_answers
+from analytics_pipeline.local.emulator import endpoint_answers
+from analytics_pipeline.local.processes import ChildProcess
 from analytics_pipeline.settings import Settings
+from analytics_pipeline_testkit.processes import free_port
 
 SERVER_COMMANDS: dict[str, list[str]] = {
     "patched": [sys.executable, "-m", "analytics_pipeline.local.emulator", "--port"],
@@ -44,34 +44,19 @@ RECORD_BYTES = 200
 STARTUP_TIMEOUT_SECONDS = 30.0
 
 
-def free_port() -> int:
-    """A port the OS just handed out (the test helper of the same name lives behind pytest)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @contextmanager
 def running_server(mode: str, log_folder: Path) -> Iterator[str]:
     """Start one server in its own session; yield its endpoint; stop its whole process group."""
     port = free_port()
-    log_path = log_folder / f"{mode}.log"
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            [*SERVER_COMMANDS[mode], str(port)],
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = EmulatorProcess(process, f"http://127.0.0.1:{port}", log_path)
+    server = ChildProcess(mode, [*SERVER_COMMANDS[mode], str(port)], log_folder / f"{mode}.log")
+    endpoint_url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-        while not endpoint_answers(server.endpoint_url, timeout=0.2):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{mode} server did not start; see {log_path}")
-            time.sleep(0.05)
-        yield server.endpoint_url
+        server.start().wait_until(
+            lambda: endpoint_answers(endpoint_url, timeout=0.2),
+            STARTUP_TIMEOUT_SECONDS,
+            f"answer at {endpoint_url}",
+        )
+        yield endpoint_url
     finally:
         server.stop()
 

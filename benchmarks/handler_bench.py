@@ -28,7 +28,7 @@ from analytics_pipeline.contract.parse import parse_blob
 from analytics_pipeline.ingest.handler import Runtime, process_event
 from analytics_pipeline.ingest.sinks import SqsS3Sink
 from analytics_pipeline.settings import Settings
-from analytics_pipeline_tests.test_ingest.doubles import FakeS3, FakeSqs
+from analytics_pipeline_testkit.doubles import FakeS3, FakeSqs
 from benchmarks.workload import Workload, lambda_events
 
 

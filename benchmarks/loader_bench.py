@@ -28,8 +28,8 @@ import msgspec
 
 from analytics_pipeline.contract.batches import BatchHeader, BatchKind, decompress
 from analytics_pipeline.loader import BatchRef, load_refs
-from analytics_pipeline.warehouse.base import EVENTS_TABLE, SCHEMA
-from analytics_pipeline.warehouse.duckdb import EVENT_TABLE_COLUMNS, DuckDBWarehouse
+from analytics_pipeline.warehouse.duckdb import DuckDBWarehouse
+from analytics_pipeline.warehouse.tables import EVENT_TABLE_COLUMNS, EVENTS_TABLE, SCHEMA
 from benchmarks.handler_bench import run_handler
 from benchmarks.workload import Workload, invocations_of_about, lambda_events
 

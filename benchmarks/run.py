@@ -1,6 +1,6 @@
 """`make bench`: every benchmark side by side with its ceiling and peer; writes RESULTS.md + plots.
 
-Run: .venv/bin/python benchmarks/run.py [--events 200000] [--rate 1000] [--seconds 120]
+Run: .venv/bin/python -m benchmarks.run [--events 200000] [--rate 1000] [--seconds 120]
      [--max-rates 2500,5000,7500] [--skip-e2e] ...   (make bench BENCH_ARGS="...")
 """
 
@@ -11,9 +11,6 @@ import os
 import shlex
 import sys
 from pathlib import Path
-
-if __package__ in (None, ""):  # `python benchmarks/run.py`: make the checkout importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.cost import measure_cost
 from benchmarks.e2e_bench import describe, run_e2e

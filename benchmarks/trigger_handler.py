@@ -8,28 +8,24 @@ bottleneck. Traffic is the e2e tests' mix (plain and gzip blobs, one invalid eve
 blob, one garbage blob), put first, then drained by `run_until_idle`; the queue is read back so
 the count of events that arrived is checked, not assumed.
 
-Run: .venv/bin/python benchmarks/trigger_handler.py [--blobs 20000] [--events-per-blob 20]
+Run: .venv/bin/python -m benchmarks.trigger_handler [--blobs 20000] [--events-per-blob 20]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-# The traffic and queue helpers live with the tests (not an installed package): import them from
-# the checkout this file belongs to.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from analytics_pipeline.local.bootstrap import ensure_resources
 from analytics_pipeline.local.emulator import start_emulator
 from analytics_pipeline.local.trigger import KinesisTrigger
 from analytics_pipeline.settings import Settings
-from analytics_pipeline_tests.conftest import free_port, unique_settings_env
-from analytics_pipeline_tests.test_local.traffic import drain_queue, put_mixed_traffic
+from analytics_pipeline_testkit.environments import unique_settings_env
+from analytics_pipeline_testkit.processes import free_port
+from analytics_pipeline_testkit.traffic import drain_queue, put_mixed_traffic
 
 
 def main() -> None:

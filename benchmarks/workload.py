@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import random
-import sys
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -19,16 +18,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:  # run as `python benchmarks/run.py`: tests are not installed
-    sys.path.insert(0, str(REPO_ROOT))
+from analytics_pipeline.client.encoding import encode_blob, encode_json
+from analytics_pipeline.local.trigger import kinesis_event_record, split_by_payload
+from analytics_pipeline_testkit.blobs import REALISTIC_RECEIVED_AT as RECEIVED_AT
+from analytics_pipeline_testkit.blobs import realistic_event
 
-from analytics_pipeline.client.encoding import encode_blob, encode_json  # noqa: E402
-from analytics_pipeline.local.trigger import kinesis_event_record, split_by_payload  # noqa: E402
-from analytics_pipeline_tests.test_contract.bench_parse import (  # noqa: E402
-    RECEIVED_AT,
-    realistic_event,
-)
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/analytics-events"
 SHARD_ID = "shardId-000000000000"

@@ -26,14 +26,14 @@ import atheris
 import msgspec
 
 with atheris.instrument_imports(include=["analytics_pipeline"]):
-    from analytics_pipeline.contract import batches
-    from analytics_pipeline.contract.limits import Limits
-    from analytics_pipeline.contract.parse import (
+    from analytics_pipeline.contract import (
+        batches,
         blob_quarantine_id,
         event_quarantine_id,
         is_blob_rejection,
         parse_blob,
     )
+    from analytics_pipeline.contract.limits import Limits
     from analytics_pipeline.contract.reasons import Reason
 
 RECEIVED_AT = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -93,7 +93,7 @@ class _BatchOnly(msgspec.Struct):
 
 def write_seed_corpus(folder: Path) -> None:
     """The catalogue's inputs (those small enough to be useful seeds) as corpus files."""
-    from analytics_pipeline_tests.catalogue import CATALOGUE, Build
+    from analytics_pipeline_testkit.catalogue import CATALOGUE, Build
 
     folder.mkdir(parents=True, exist_ok=True)
     build = Build(now=RECEIVED_AT, tag="seed")
@@ -118,7 +118,6 @@ def main(argv: list[str]) -> None:
         # Outside the tracked files: libFuzzer adds every new interesting input to it.
         folders = [str(Path(__file__).resolve().parents[1] / ".analytics-pipeline" / "fuzz-corpus")]
         argv = [*argv, folders[0]]
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     write_seed_corpus(Path(folders[0]))
     atheris.Setup(argv, check)
     atheris.Fuzz()

@@ -7,7 +7,7 @@ with Client("analytics-events", context={"app": {"name": "demo"}}) as analytics:
 """
 
 from analytics_pipeline.client.client import Client, ClientStats, Device
-from analytics_pipeline.client.consumer import (
+from analytics_pipeline.client.event_queue import (
     ClientClosedError,
     EventTooLargeError,
     QueueFullError,

@@ -33,13 +33,13 @@ from typing import Any, Literal
 from botocore.config import Config
 
 from analytics_pipeline import aws
-from analytics_pipeline.client.consumer import (
+from analytics_pipeline.client.encoding import encode_json, format_timestamp, utc_now
+from analytics_pipeline.client.event_queue import (
     Consumer,
     DeviceBuffer,
     EventQueue,
     OutgoingBlob,
 )
-from analytics_pipeline.client.encoding import encode_json, format_timestamp, utc_now
 from analytics_pipeline.client.sender import KinesisSender
 from analytics_pipeline.settings import Settings
 

@@ -17,9 +17,9 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from botocore.exceptions import (
     ClientError,
@@ -29,7 +29,7 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
-from analytics_pipeline.client.consumer import OutgoingBlob
+from analytics_pipeline.chunking import chunked
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,19 @@ RETRYABLE_CALL_ERRORS = RETRYABLE_RECORD_ERRORS | {
 }
 
 
+class Sendable(Protocol):
+    """One Kinesis record to send: the SDK's blob of one device, or a collector request's."""
+
+    attempts: int
+
+    @property
+    def partition_key(self) -> str: ...
+
+    def encode(self) -> bytes:
+        """The record data for this attempt."""
+        ...
+
+
 class SendError(Exception):
     """A blob was given up on; `code` is the last Kinesis error code (or the exception's name)."""
 
@@ -62,7 +75,7 @@ class SendError(Exception):
 
 @dataclass
 class _Attempt:
-    blob: OutgoingBlob
+    blob: Sendable
     data: bytes
 
     @property
@@ -70,46 +83,40 @@ class _Attempt:
         return len(self.data) + len(self.blob.partition_key.encode())
 
 
+@dataclass
 class KinesisSender:
-    def __init__(
-        self,
-        kinesis: Any,
-        stream_name: str,
-        *,
-        max_retries: int = 8,
-        backoff_base: float = 0.1,
-        backoff_cap: float = 5.0,
-        sleep: Callable[[float], None] = time.sleep,
-        on_put: Callable[[int, int], None] | None = None,
-    ) -> None:
-        """`on_put(records, failed_records)` is told about every PutRecords call (for counters)."""
-        self._kinesis = kinesis
-        self._stream_name = stream_name
-        self._max_retries = max_retries
-        self._backoff_base = backoff_base
-        self._backoff_cap = backoff_cap
-        self._sleep = sleep
-        self._on_put = on_put
-        self._random = random.Random()
+    """PutRecords for blobs; `on_put(records, failed_records)` hears of every call (counters)."""
+
+    kinesis: Any
+    stream_name: str
+    max_retries: int = 8
+    backoff_base: float = 0.1
+    backoff_cap: float = 5.0
+    sleep: Callable[[float], None] = time.sleep
+    on_put: Callable[[int, int], None] | None = None
+    _random: random.Random = field(default_factory=random.Random, repr=False)
 
     def backoff(self, retry: int) -> float:
         """Full jitter (AWS architecture blog): spreads retrying clients instead of syncing them."""
-        return self._random.uniform(0, min(self._backoff_cap, self._backoff_base * 2**retry))
+        return self._random.uniform(0, min(self.backoff_cap, self.backoff_base * 2**retry))
 
-    def send(self, blobs: list[OutgoingBlob]) -> list[tuple[OutgoingBlob, Exception]]:
+    def send(self, blobs: list[Sendable]) -> list[tuple[Sendable, Exception]]:
         """Send the blobs; returns the ones given up on, with why. Never raises."""
         pending = list(blobs)
-        given_up: list[tuple[OutgoingBlob, Exception]] = []
+        given_up: list[tuple[Sendable, Exception]] = []
         last_error: dict[int, tuple[str, str]] = {}
-        for attempt in range(self._max_retries + 1):
+        for attempt in range(self.max_retries + 1):
             if attempt:
-                self._sleep(self.backoff(attempt - 1))
+                self.sleep(self.backoff(attempt - 1))
             attempts = []
             for blob in pending:
                 blob.attempts += 1
                 attempts.append(_Attempt(blob, blob.encode()))
-            retry: list[OutgoingBlob] = []
-            for chunk in _chunks(attempts):
+            retry: list[Sendable] = []
+            # Calls of at most 500 records and 5 MiB (data plus partition keys).
+            for chunk in chunked(
+                attempts, MAX_RECORDS_PER_CALL, MAX_BYTES_PER_CALL, weight=lambda a: a.size
+            ):
                 for attempt_, outcome in zip(chunk, self._put(chunk), strict=True):
                     if outcome is None:
                         continue
@@ -132,7 +139,7 @@ class KinesisSender:
         """One PutRecords call; per record None (stored) or (retryable, code, message)."""
         records = [{"Data": item.data, "PartitionKey": item.blob.partition_key} for item in chunk]
         try:
-            response = self._kinesis.put_records(StreamName=self._stream_name, Records=records)
+            response = self.kinesis.put_records(StreamName=self.stream_name, Records=records)
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code", "ClientError")
             status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
@@ -159,21 +166,5 @@ class KinesisSender:
         return outcomes
 
     def _count(self, records: int, failed: int) -> None:
-        if self._on_put is not None:
-            self._on_put(records, failed)
-
-
-def _chunks(attempts: list[_Attempt]) -> Iterator[list[_Attempt]]:
-    """Group records into calls of at most 500 records and 5 MiB (data plus partition keys)."""
-    chunk: list[_Attempt] = []
-    chunk_bytes = 0
-    for item in attempts:
-        if chunk and (
-            len(chunk) >= MAX_RECORDS_PER_CALL or chunk_bytes + item.size > MAX_BYTES_PER_CALL
-        ):
-            yield chunk
-            chunk, chunk_bytes = [], 0
-        chunk.append(item)
-        chunk_bytes += item.size
-    if chunk:
-        yield chunk
+        if self.on_put is not None:
+            self.on_put(records, failed)

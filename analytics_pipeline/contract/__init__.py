@@ -1,14 +1,12 @@
 """The wire contract: what clients send, what the pipeline keeps, and why it rejects the rest."""
 
 from analytics_pipeline.contract.limits import Limits
-from analytics_pipeline.contract.parse import (
+from analytics_pipeline.contract.parse import DEFAULT_LIMITS, ParseResult, parse_blob
+from analytics_pipeline.contract.quarantine_ids import (
     BLOB_REASONS,
-    DEFAULT_LIMITS,
-    ParseResult,
     blob_quarantine_id,
     event_quarantine_id,
     is_blob_rejection,
-    parse_blob,
 )
 from analytics_pipeline.contract.reasons import Reason
 from analytics_pipeline.contract.rows import EventRow, QuarantineRow

@@ -9,7 +9,6 @@ in SQS message attributes so the sensor can route a message without reading its 
 from __future__ import annotations
 
 import base64
-import gzip
 import hashlib
 import zlib
 from collections.abc import Iterable, Sequence
@@ -22,7 +21,6 @@ import msgspec
 from analytics_pipeline.contract.rows import EventRow, QuarantineRow
 
 FORMAT = "ndjson+gzip"
-GZIP_LEVEL = 6
 
 
 class BatchKind(StrEnum):
@@ -104,11 +102,6 @@ _quarantine_lines_decoder = msgspec.json.Decoder(QuarantineRow)
 def encode_rows(rows: Sequence[EventRow] | Sequence[QuarantineRow]) -> bytes:
     """NDJSON of the rows."""
     return _encoder.encode_lines(rows)
-
-
-def compress(ndjson: bytes, level: int = GZIP_LEVEL) -> bytes:
-    """gzip with a fixed header (mtime 0), so equal content gives equal bytes."""
-    return gzip.compress(ndjson, compresslevel=level, mtime=0)
 
 
 def decompress(data: bytes) -> bytes:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from analytics_pipeline.settings import Settings
 
@@ -20,12 +20,7 @@ class Limits:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
+        """Every limit that is a setting (same name) from `settings`; the rest keep defaults."""
         return cls(
-            max_blob_bytes=settings.max_blob_bytes,
-            max_decompressed_bytes=settings.max_decompressed_bytes,
-            max_events_per_blob=settings.max_events_per_blob,
-            max_event_bytes=settings.max_event_bytes,
-            max_nesting_depth=settings.max_nesting_depth,
-            late_arrival_days=settings.late_arrival_days,
-            future_tolerance_seconds=settings.future_tolerance_seconds,
+            **{f.name: getattr(settings, f.name) for f in fields(cls) if hasattr(settings, f.name)}
         )

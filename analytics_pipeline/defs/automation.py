@@ -1,8 +1,9 @@
-"""Declarative automation: what refreshes after `events` changes, and the sensor that evaluates it.
+"""Declarative automation: what re-runs after `events` changes, and the sensor that evaluates it.
 
-Every micro-batch updates a day of `events`; recomputing aggregates or re-scanning the day after
-each one would cost a run (and, on BigQuery, a scan) every few seconds. Instead a day whose
-events changed is refreshed at most once per `ANALYTICS_AGGREGATE_CRON` tick.
+Every micro-batch updates a day of `events`. The aggregates follow in the same commit
+(incrementally), so nothing refreshes them; what remains is the duplicate check, a safety net
+that scans a day: re-scanning after each micro-batch would cost a run (and, on BigQuery, a scan)
+every second, so a day whose events changed is checked at most once a cron tick.
 """
 
 import dagster as dg
@@ -25,5 +26,5 @@ def automation_sensor() -> dg.AutomationConditionSensorDefinition:
         target=dg.AssetSelection.all(),
         default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=15,
-        description="Refreshes aggregates and re-checks days whose events changed, on a cooldown.",
+        description="Re-checks days whose events changed, at most once a cron tick.",
     )

@@ -1,4 +1,11 @@
-"""Resources, and the one function that picks them per environment (`ANALYTICS_WAREHOUSE`)."""
+"""The resources, and the one function that builds them from the settings.
+
+Assets only see `BatchQueueResource.get_queue()` and `WarehouseResource.get_warehouse()`. The
+warehouse resource carries the pipeline's settings as environment variables (what the Dagster
+UI shows is what the CLI would read) and opens the warehouse through `open_warehouse`, the one
+place that chooses and configures it; credentials come the standard way (AWS: environment,
+profile or role; Google: application default credentials), never from a config field.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +15,12 @@ import boto3
 import dagster as dg
 from botocore.config import Config
 from dagster_aws.utils import ResourceWithBoto3Configuration
+from pydantic import Field
 
 from analytics_pipeline.aws import local_credentials
 from analytics_pipeline.loader import BatchQueue
 from analytics_pipeline.settings import Settings
-from analytics_pipeline.warehouse.base import Warehouse
+from analytics_pipeline.warehouse import Warehouse, open_warehouse
 
 
 class BatchQueueResource(ResourceWithBoto3Configuration):
@@ -47,22 +55,19 @@ class BatchQueueResource(ResourceWithBoto3Configuration):
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """Base of the warehouse resources; assets only see `get_warehouse()`."""
+    """The configured warehouse (DuckDB or BigQuery), opened per use."""
+
+    settings: dict[str, str] = Field(
+        description="The pipeline's settings as environment variables (ANALYTICS_WAREHOUSE, "
+        "ANALYTICS_DUCKDB_PATH, ANALYTICS_BIGQUERY_*, ...); unset ones take their defaults."
+    )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WarehouseResource:
+        return cls(settings=settings.to_env())
 
     def get_warehouse(self) -> Warehouse:
-        raise NotImplementedError
-
-
-class DuckDBWarehouseResource(WarehouseResource):
-    path: str
-    open_timeout_seconds: float = 120.0
-
-    def get_warehouse(self) -> Warehouse:
-        from pathlib import Path
-
-        from analytics_pipeline.warehouse.duckdb import DuckDBWarehouse
-
-        return DuckDBWarehouse(Path(self.path), open_timeout_seconds=self.open_timeout_seconds)
+        return open_warehouse(Settings.from_env(self.settings))
 
 
 def batch_queue_resource(settings: Settings) -> BatchQueueResource:
@@ -75,38 +80,9 @@ def batch_queue_resource(settings: Settings) -> BatchQueueResource:
     )
 
 
-def warehouse_resource(settings: Settings) -> WarehouseResource:
-    if settings.warehouse == "duckdb":
-        return DuckDBWarehouseResource(
-            path=str(settings.duckdb_path),
-            open_timeout_seconds=settings.warehouse_lock_wait_seconds,
-        )
-    if settings.warehouse == "bigquery":
-        # Imported here: dagster_gcp takes ~0.9 s to import, paid by every run worker's launch
-        # when the code location imports it unconditionally.
-        from dagster_gcp import BigQueryResource
-
-        from analytics_pipeline.defs.bigquery_resource import BigQueryWarehouseResource
-
-        return BigQueryWarehouseResource(
-            bigquery=BigQueryResource(
-                project=settings.bigquery_project or None,
-                location=settings.bigquery_location,
-            ),
-            dataset=settings.bigquery_dataset,
-            emulator_rest=settings.bigquery_emulator_rest,
-            emulator_grpc=settings.bigquery_emulator_grpc,
-            partition_expiration_days=settings.bigquery_partition_expiration_days,
-            require_partition_filter=settings.bigquery_require_partition_filter,
-        )
-    raise ValueError(
-        f"ANALYTICS_WAREHOUSE={settings.warehouse!r} is not supported (use duckdb or bigquery)"
-    )
-
-
 def resources_for(settings: Settings) -> dict[str, Any]:
-    """Same keys in every environment; only the implementations change."""
+    """Same keys in every environment; only the settings change."""
     return {
         "batch_queue": batch_queue_resource(settings),
-        "warehouse": warehouse_resource(settings),
+        "warehouse": WarehouseResource.from_settings(settings),
     }

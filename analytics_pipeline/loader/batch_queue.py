@@ -1,9 +1,8 @@
-"""The SQS side of loading: receive without deleting, stage bodies, delete after the commit.
+"""The SQS side of loading: receive without deleting, read bodies, delete after the commit.
 
-Run config must stay small (it is stored by Dagster for every run), so a run never carries batch
-bodies: the sensor stages each inline body as an S3 object keyed by batch id (a retried stage
-writes the same key) and hands the run a `BatchRef`. Bodies that the Lambda already put in S3
-(too big for one message) are referenced where they are.
+A body is inline in its message (base64 gzip NDJSON) or, when the batch was too big for one
+message, an S3 object the message points at. Nothing is staged: the loader reads the body when
+it loads the message.
 """
 
 from __future__ import annotations
@@ -11,44 +10,24 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from analytics_pipeline.chunking import chunked
 from analytics_pipeline.contract.batches import (
     BatchHeader,
-    BatchKind,
     InvalidBatchMessage,
     Payload,
     body_from_inline,
-    s3_key,
     s3_pointer_from_body,
 )
+from analytics_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
-STAGING_AREA = "staging"
 SQS_BATCH = 10  # SQS receive/delete batch limit
-
-
-@dataclass(frozen=True)
-class BatchRef:
-    """Everything a run needs to load one SQS message and then delete it."""
-
-    sqs_message_id: str
-    receipt_handle: str
-    receive_count: int
-    batch_id: str
-    kind: str
-    day: str
-    row_count: int
-    bucket: str
-    key: str
-    staged: bool  # written by the sensor (inline body) rather than by the Lambda (oversize)
-
-    def as_config(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -59,6 +38,13 @@ class ReceivedMessage:
     body: str
     header: BatchHeader | None  # None: not a batch this pipeline wrote (left for the DLQ)
     error: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict, repr=False)  # as SQS sent them
+
+    def batch_header(self) -> BatchHeader:
+        """The header, or why this message is not a batch this pipeline wrote."""
+        if self.header is None:
+            raise InvalidBatchMessage(self.error or "not a batch message")
+        return self.header
 
 
 class BatchQueue:
@@ -75,6 +61,16 @@ class BatchQueue:
         queue_url = sqs.get_queue_url(QueueName=queue_name)["QueueUrl"]
         return cls(sqs, s3, queue_url, bucket)
 
+    @classmethod
+    def for_settings(cls, settings: Settings, *, dead_letters: bool = False) -> BatchQueue:
+        """The configured queue (or its dead-letter queue), with clients from `aws.client`."""
+        from analytics_pipeline import aws
+
+        name = settings.dlq_name if dead_letters else settings.queue_name
+        return cls.connect(
+            aws.client("sqs", settings), aws.client("s3", settings), name, settings.bucket
+        )
+
     def receive(
         self,
         max_messages: int,
@@ -88,7 +84,7 @@ class BatchQueue:
         answer empty while messages wait.
         """
         deadline = time.monotonic() + time_budget_seconds
-        received: list[ReceivedMessage] = []
+        received: dict[str, ReceivedMessage] = {}  # SQS may hand out one message twice
         wait_seconds = first_wait_seconds
         while len(received) < max_messages and time.monotonic() < deadline:
             response = self.sqs.receive_message(
@@ -103,70 +99,56 @@ class BatchQueue:
             messages = response.get("Messages", [])
             if not messages:
                 break
-            received.extend(_to_received(message) for message in messages)
-        return received
+            for message in messages:
+                received.setdefault(message["MessageId"], _to_received(message))
+        return list(received.values())
 
-    def stage(self, message: ReceivedMessage) -> BatchRef:
-        """Make the body fetchable by reference; idempotent (same batch id, same key)."""
-        header = message.header
-        if header is None:
-            raise InvalidBatchMessage(message.error or "not a batch message")
-        if header.payload is Payload.S3:
+    def body(self, message: ReceivedMessage) -> bytes:
+        """The batch's gzip NDJSON, inline in the message or behind its S3 pointer."""
+        if message.batch_header().payload is Payload.S3:
             pointer = s3_pointer_from_body(message.body)
-            bucket, key, staged = pointer.bucket, pointer.key, False
-        else:
-            bucket = self.bucket
-            key = s3_key(header.kind, header.day, header.batch_id, area=STAGING_AREA)
-            self.s3.put_object(Bucket=bucket, Key=key, Body=body_from_inline(message.body))
-            staged = True
-        return BatchRef(
-            sqs_message_id=message.message_id,
-            receipt_handle=message.receipt_handle,
-            receive_count=message.receive_count,
-            batch_id=header.batch_id,
-            kind=header.kind.value,
-            day=header.day,
-            row_count=header.row_count,
-            bucket=bucket,
-            key=key,
-            staged=staged,
-        )
+            return self.s3.get_object(Bucket=pointer.bucket, Key=pointer.key)["Body"].read()
+        return body_from_inline(message.body)
 
-    def fetch(self, ref: BatchRef) -> bytes:
-        """The batch's gzip NDJSON."""
-        return self.s3.get_object(Bucket=ref.bucket, Key=ref.key)["Body"].read()
+    def delete(self, messages: Sequence[ReceivedMessage]) -> int:
+        """Delete loaded messages, then the S3 objects of their oversize bodies.
 
-    def delete(self, refs: Sequence[BatchRef]) -> int:
-        """Delete loaded messages, then their bodies' objects. Returns messages deleted.
-
-        Called only after the warehouse commit, when a body is never needed again (a redelivered
-        copy is skipped by the ledger without reading it). A stale receipt handle (the message was
-        received again meanwhile) fails here and is only logged: the message comes back, the
-        ledger recognises its batch id and a later run deletes it.
+        Called only after the load is committed and recorded, when a body is never needed
+        again (a redelivered copy is skipped by the ledger without reading it). A stale receipt
+        handle (the message was received again meanwhile) fails here and is only logged: the
+        message comes back, the ledger recognises its batch id and a later load deletes it.
         """
-        deleted = 0
-        for chunk in _chunks(refs, SQS_BATCH):
-            response = self.sqs.delete_message_batch(
-                QueueUrl=self.queue_url,
-                Entries=[
-                    {"Id": str(i), "ReceiptHandle": ref.receipt_handle}
-                    for i, ref in enumerate(chunk)
-                ],
-            )
-            deleted += len(response.get("Successful", []))
-            for failure in response.get("Failed", []):
-                log.warning("SQS delete failed (will be redelivered and skipped): %s", failure)
-        for bucket, key in sorted({(ref.bucket, ref.key) for ref in refs}):
+        deleted = self.delete_messages([message.receipt_handle for message in messages])
+        objects = {
+            (pointer.bucket, pointer.key)
+            for message in messages
+            if message.header is not None and message.header.payload is Payload.S3
+            for pointer in [s3_pointer_from_body(message.body)]
+        }
+        for bucket, key in sorted(objects):
             try:
                 self.s3.delete_object(Bucket=bucket, Key=key)
             except ClientError as error:  # an orphan is harmless; a lifecycle rule expires it
                 log.warning("could not delete batch object %s: %s", key, error)
         return deleted
 
-    def release(self, refs: Iterable[BatchRef | ReceivedMessage]) -> None:
+    def delete_messages(self, receipt_handles: Sequence[str]) -> int:
+        """Delete messages only (their bodies' objects stay); returns messages deleted."""
+        deleted = 0
+        for chunk in chunked(receipt_handles, SQS_BATCH):
+            response = self.sqs.delete_message_batch(
+                QueueUrl=self.queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": handle} for i, handle in enumerate(chunk)],
+            )
+            deleted += len(response.get("Successful", []))
+            for failure in response.get("Failed", []):
+                log.warning("SQS delete failed (will be redelivered and skipped): %s", failure)
+        return deleted
+
+    def release(self, messages: Iterable[ReceivedMessage]) -> None:
         """Make messages visible again at once (they belong to another run)."""
-        handles = [ref.receipt_handle for ref in refs]
-        for chunk in _chunks(handles, SQS_BATCH):
+        handles = [message.receipt_handle for message in messages]
+        for chunk in chunked(handles, SQS_BATCH):
             self.sqs.change_message_visibility_batch(
                 QueueUrl=self.queue_url,
                 Entries=[
@@ -176,6 +158,7 @@ class BatchQueue:
             )
 
     def depth(self) -> dict[str, int]:
+        """Messages waiting (`visible`) and received but not deleted yet (`in_flight`)."""
         attributes = self.sqs.get_queue_attributes(
             QueueUrl=self.queue_url,
             AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
@@ -202,17 +185,5 @@ def _to_received(message: dict[str, Any]) -> ReceivedMessage:
         body=message["Body"],
         header=header,
         error=error,
+        attributes=message.get("MessageAttributes", {}),
     )
-
-
-def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    items = list(items)
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def refs_by_kind(refs: Iterable[BatchRef]) -> dict[BatchKind, list[BatchRef]]:
-    grouped: dict[BatchKind, list[BatchRef]] = {}
-    for ref in refs:
-        grouped.setdefault(BatchKind(ref.kind), []).append(ref)
-    return grouped

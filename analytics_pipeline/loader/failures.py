@@ -18,6 +18,8 @@ from typing import Any
 import msgspec
 from botocore.exceptions import ClientError
 
+from analytics_pipeline.loader.batch_queue import ReceivedMessage
+
 log = logging.getLogger(__name__)
 
 FAILURES_AREA = "load-failures"
@@ -31,7 +33,7 @@ class LoadFailure(msgspec.Struct, kw_only=True):
     day: str | None = None
     row_count: int | None = None
     receive_count: int
-    stage: str  # "stage" (the sensor could not stage the body) or "load" (the warehouse load)
+    stage: str  # "load": reading the body or the warehouse load failed
     error: str
     failed_at: str
 
@@ -41,40 +43,34 @@ def failure_key(batch_id: str | None, sqs_message_id: str) -> str:
 
 
 def record_failure(
-    s3: Any,
-    bucket: str,
-    *,
-    batch_id: str | None,
-    sqs_message_id: str,
-    receive_count: int,
-    stage: str,
-    error: BaseException | str,
-    kind: str | None = None,
-    day: str | None = None,
-    row_count: int | None = None,
+    s3: Any, bucket: str, origin: ReceivedMessage, stage: str, error: BaseException | str
 ) -> LoadFailure:
-    """Write the failure record; never raises (a failure to record must not hide the failure)."""
+    """Write the failure record of a received message; never raises (a failure to record must
+    not hide the failure)."""
     text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    message_id, header = origin.message_id, origin.header
+    batch: dict[str, Any] = {"batch_id": None}
+    if header is not None:
+        batch = {"batch_id": header.batch_id, "kind": header.kind.value, "day": header.day}
+        batch["row_count"] = header.row_count
     failure = LoadFailure(
-        batch_id=batch_id,
-        sqs_message_id=sqs_message_id,
-        kind=kind,
-        day=day,
-        row_count=row_count,
-        receive_count=receive_count,
+        **batch,
+        sqs_message_id=message_id,
+        receive_count=origin.receive_count,
         stage=stage,
         error=text[:MAX_ERROR_CHARS],
         failed_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
+    batch_id = failure.batch_id
     try:
         s3.put_object(
             Bucket=bucket,
-            Key=failure_key(batch_id, sqs_message_id),
+            Key=failure_key(batch_id, message_id),
             Body=msgspec.json.encode(failure),
             ContentType="application/json",
         )
     except Exception as put_error:
-        log.warning("could not record the failure of %s: %s", batch_id or sqs_message_id, put_error)
+        log.warning("could not record the failure of %s: %s", batch_id or message_id, put_error)
     return failure
 
 

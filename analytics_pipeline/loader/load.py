@@ -1,13 +1,34 @@
-"""Load referenced batches into the warehouse, then delete their SQS messages: in that order.
+"""One load, exactly once: receive -> plan -> intent -> commit -> record -> delete, in that order.
 
-Deleting only after the warehouse commit makes the path at-least-once; the warehouse ledger and
-messageId dedupe turn that into exactly once.
+1. Bodies are fetched (inline, or the S3 object of an oversize batch) and decoded.
+2. The plan (`plan.py`) asks the store only: batches in the ledger are skipped, the first copy
+   of each key within the load wins, keys already loaded are dropped, aggregate deltas follow.
+3. `warehouse.prepare` writes what it can invisibly (BigQuery: finalized PENDING streams).
+4. The store records the intent (keys, batches, what the warehouse needs to finish) - fsync.
+5. `warehouse.commit` makes the whole load visible at once.
+6. The store records the load (keys and batches in, intent gone) in one atomic write.
+7. Only then the SQS messages (and oversize objects) are deleted.
+
+A crash before 4 leaves nothing visible (BigQuery drops uncommitted streams) and SQS redelivers.
+A crash between 4 and 6 leaves an intent: before anything else, the next loader `recover`s it
+(the warehouse finishes the commit if it can, or says it never happened) and records it, so the
+redelivered batches find their keys and ledger entries. A crash after 6 only redelivers batches
+the ledger skips. Every path is at least once; the store turns it into exactly once.
+
+A batch that cannot be loaded (a corrupt body, rows the warehouse refuses) must not take its
+load's other batches with it: when a commit fails for a reason that is not transient, each
+batch is loaded on its own. Failed batches are recorded (`failures.record_failure`, read by
+`dlq list`) and NOT deleted: SQS redelivers them and after `ANALYTICS_QUEUE_MAX_RECEIVES`
+receives moves them to the dead-letter queue. Transient errors (warehouse locked or unreachable,
+AWS throttling) are raised at once: the caller retries, nothing is isolated.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Sequence
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from botocore.exceptions import (
     ClientError,
@@ -18,133 +39,200 @@ from botocore.exceptions import (
 )
 
 from analytics_pipeline.contract.batches import BatchKind
-from analytics_pipeline.loader.batch_queue import BatchQueue, BatchRef, refs_by_kind
+from analytics_pipeline.loader.batch_queue import BatchQueue, ReceivedMessage
 from analytics_pipeline.loader.failures import record_failure
-from analytics_pipeline.warehouse.base import LoadResult, StagedBatch, Warehouse
+from analytics_pipeline.loader.plan import plan_load
+from analytics_pipeline.loader.store import Intent, LoaderStore
+from analytics_pipeline.warehouse.base import (
+    LoadPlan,
+    LoadResult,
+    StagedBatch,
+    TransientWarehouseError,
+    Warehouse,
+)
 
 log = logging.getLogger(__name__)
 
 
-def load_refs(
-    queue: BatchQueue,
-    warehouse: Warehouse,
-    refs: Sequence[BatchRef],
-    dedupe_window_days: int,
-) -> dict[BatchKind, LoadResult]:
-    """Load every referenced batch (skipping those already in the ledger), then delete them.
+@dataclass
+class LoadOutcome:
+    """What one load did: per kind, per day (for one materialization per partition)."""
 
-    A batch that cannot be loaded (a corrupt body, rows the warehouse refuses) must not take
-    its run's other batches down with it: when a load of several batches fails for a reason
-    that is not transient, each batch is loaded on its own. Failed batches are recorded
-    (`failures.record_failure`, read by `dlq list`), listed in `LoadResult.failed_batch_ids`
-    and NOT deleted: SQS redelivers them and after `ANALYTICS_QUEUE_MAX_RECEIVES` receives
-    moves them to the dead-letter queue. Transient errors (warehouse locked or unreachable)
-    are raised at once: the whole run retries, nothing is isolated.
-    """
-    results: dict[BatchKind, LoadResult] = {}
-    failed: set[str] = set()
-    for kind, kind_refs in refs_by_kind(refs).items():
-        # Only a redelivered message is likely to be loaded already; asking the ledger about
-        # first deliveries too would cost a query per micro-batch (on BigQuery 10 MB billed at
-        # least). The load's own ledger check inside its transaction still catches the rare
-        # first delivery of a batch id that is already loaded (an identical Lambda retry).
-        redelivered = [ref.batch_id for ref in kind_refs if ref.receive_count > 1]
-        already = warehouse.loaded_batch_ids(redelivered) if redelivered else set()
-        staged: dict[str, StagedBatch] = {}
-        kind_failed: dict[str, BaseException] = {}
-        for ref in kind_refs:
-            if ref.batch_id in already or ref.batch_id in staged or ref.batch_id in kind_failed:
+    results: dict[BatchKind, LoadResult] = field(default_factory=dict)
+    days: dict[BatchKind, set[str]] = field(default_factory=dict)  # days whose rows changed
+    aggregate_days: set[str] = field(default_factory=set)  # days whose aggregates changed
+    messages: int = 0
+    bytes: int = 0  # compressed batch bytes loaded
+    seconds: float = 0.0
+    failures: dict[str, BaseException] = field(default_factory=dict)  # batch id -> why
+
+    def result(self, kind: BatchKind) -> LoadResult:
+        return self.results.get(kind, LoadResult())
+
+    def add_plan(self, plan: LoadPlan) -> None:
+        for kind, part in plan.results().items():
+            self.results.setdefault(kind, LoadResult()).add(part)
+        for batch in plan.batches:
+            self.days.setdefault(batch.kind, set()).add(batch.day)
+        self.aggregate_days |= {delta.day.isoformat() for delta in plan.event_counts}
+
+    def add(self, other: LoadOutcome) -> None:
+        for kind, part in other.results.items():
+            self.results.setdefault(kind, LoadResult()).add(part)
+        for kind, days in other.days.items():
+            self.days.setdefault(kind, set()).update(days)
+        self.aggregate_days |= other.aggregate_days
+        self.messages += other.messages
+        self.bytes += other.bytes
+        self.seconds += other.seconds
+        self.failures.update(other.failures)
+
+
+class Loader:
+    """Loads received batch messages into one warehouse, holding the queue's loader store."""
+
+    def __init__(self, queue: BatchQueue | None, warehouse: Warehouse, store: LoaderStore) -> None:
+        self.queue = queue
+        self.warehouse = warehouse
+        self.store = store
+
+    def recover(self) -> int:
+        """Finish or forget every load a crashed loader left between intent and record."""
+        recovered = 0
+        for intent in self.store.pending():
+            if self.warehouse.recover(intent.load_id, intent.warehouse):
+                self.store.finish(intent)
+                log.warning("load %s was committed before a crash: recorded", intent.load_id)
+            else:
+                self.store.abandon(intent)
+                log.warning("load %s never committed: its batches load again", intent.load_id)
+            recovered += 1
+        return recovered
+
+    def load(self, messages: Sequence[ReceivedMessage]) -> LoadOutcome:
+        """Load every batch message (skipping what is loaded), then delete the loaded ones."""
+        started = time.monotonic()
+        by_batch: dict[str, list[ReceivedMessage]] = {}  # SQS may carry a batch twice
+        staged: list[StagedBatch] = []
+        unreadable: dict[str, BaseException] = {}
+        for message in messages:
+            header = message.header
+            if header is None:  # not a batch this pipeline wrote: it goes to the DLQ
+                error = message.error or "not a batch message"
+                record_failure(self.queue.s3, self.queue.bucket, message, "load", error)
                 continue
+            if header.batch_id in by_batch:
+                by_batch[header.batch_id].append(message)
+                continue
+            by_batch[header.batch_id] = [message]
             try:
-                body = queue.fetch(ref)
+                body = self.queue.body(message)
             except Exception as error:
                 if is_transient(error):
                     raise
-                kind_failed[ref.batch_id] = error
+                unreadable[header.batch_id] = error
                 continue
-            staged[ref.batch_id] = StagedBatch(
-                batch_id=ref.batch_id,
-                kind=kind,
-                day=ref.day,
-                row_count=ref.row_count,
-                ndjson_gz=body,
+            staged.append(
+                StagedBatch(header.batch_id, header.kind, header.day, header.row_count, body)
             )
-        result = _load_isolating_failures(
-            warehouse, list(staged.values()), dedupe_window_days, kind_failed
+        outcome = self.load_batches(staged, unreadable)
+        outcome.messages = len(messages)
+        for batch_id, error in outcome.failures.items():
+            message = by_batch[batch_id][0]
+            record_failure(self.queue.s3, self.queue.bucket, message, "load", error)
+            log.error("batch %s failed to load: %s", batch_id, error)
+        self.queue.delete(
+            [
+                m
+                for batch_id, copies in by_batch.items()
+                if batch_id not in outcome.failures
+                for m in copies
+            ]
         )
-        batch_ids = {ref.batch_id for ref in kind_refs}
-        result.batches = len(batch_ids)
-        result.batches_already_loaded += len(batch_ids & already)
-        result.failed_batch_ids = sorted(kind_failed)
-        for ref in kind_refs:
-            if ref.batch_id in kind_failed:
-                record_failure(
-                    queue.s3,
-                    queue.bucket,
-                    batch_id=ref.batch_id,
-                    sqs_message_id=ref.sqs_message_id,
-                    receive_count=ref.receive_count,
-                    stage="load",
-                    error=kind_failed[ref.batch_id],
-                    kind=ref.kind,
-                    day=ref.day,
-                    row_count=ref.row_count,
-                )
-                log.error("batch %s failed to load: %s", ref.batch_id, kind_failed[ref.batch_id])
-        failed |= set(kind_failed)
-        results[kind] = result
-    queue.delete([ref for ref in refs if ref.batch_id not in failed])
-    return results
+        outcome.seconds = time.monotonic() - started
+        return outcome
 
+    def load_batches(
+        self,
+        staged: Sequence[StagedBatch],
+        unreadable: dict[str, BaseException] | None = None,
+    ) -> LoadOutcome:
+        """Load batches whose bodies are at hand (the part of `load` that needs no SQS)."""
+        self.recover()
+        failed = dict(unreadable or {})
+        kinds = {batch.batch_id: BatchKind(batch.kind) for batch in staged}
+        outcome = LoadOutcome(bytes=sum(len(batch.ndjson_gz) for batch in staged))
+        for plan in self._commit_isolating_failures(list(staged), failed):
+            outcome.add_plan(plan)
+        outcome.failures = failed
+        for batch_id in failed:
+            kind = kinds.get(batch_id, BatchKind.EVENTS)
+            result = outcome.results.setdefault(kind, LoadResult())
+            result.batches += 1
+            result.failed_batch_ids.append(batch_id)
+        return outcome
 
-def _load_isolating_failures(
-    warehouse: Warehouse,
-    staged: list[StagedBatch],
-    dedupe_window_days: int,
-    failed: dict[str, BaseException],
-) -> LoadResult:
-    """One transaction for all; on a non-transient error, one per batch (fills `failed`)."""
-    try:
-        return warehouse.load_batches(staged, dedupe_window_days)
-    except Exception as error:
-        if is_transient(error):
-            raise
-        if len(staged) == 1:
-            failed[staged[0].batch_id] = error
-            return LoadResult()
-        log.warning("a load of %d batches failed (%s); loading them one by one", len(staged), error)
-    total = LoadResult()
-    for batch in staged:
+    def _commit_isolating_failures(
+        self, staged: list[StagedBatch], failed: dict[str, BaseException]
+    ) -> list[LoadPlan]:
+        """One load for all; on a non-transient failure, one per batch (fills `failed`)."""
         try:
-            part = warehouse.load_batches([batch], dedupe_window_days)
+            return [self._commit(staged, failed)]
         except Exception as error:
             if is_transient(error):
                 raise
-            failed[batch.batch_id] = error
-            continue
-        _add(total, part)
-    return total
+            if len(staged) == 1:
+                failed[staged[0].batch_id] = error
+                return []
+            log.warning("a load of %d batches failed (%s); one by one now", len(staged), error)
+        plans = []
+        for batch in staged:
+            try:
+                plans.append(self._commit([batch], failed))
+            except Exception as error:
+                if is_transient(error):
+                    raise
+                failed[batch.batch_id] = error
+        return plans
 
-
-def _add(total: LoadResult, part: LoadResult) -> None:
-    total.batches_already_loaded += part.batches_already_loaded
-    total.rows_received += part.rows_received
-    total.rows_inserted += part.rows_inserted
-    total.duplicates_skipped += part.duplicates_skipped
-    total.rows_declared += part.rows_declared
-    total.loaded_batch_ids += part.loaded_batch_ids
-    for name in ("seconds_from_sent_at_p50", "seconds_from_sent_at_max"):
-        mine, theirs = getattr(total, name), getattr(part, name)
-        if theirs is not None and (mine is None or theirs > mine):
-            setattr(total, name, theirs)  # the p50 of one-by-one loads: the worst batch's
+    def _commit(self, staged: list[StagedBatch], failed: dict[str, BaseException]) -> LoadPlan:
+        plan = plan_load(staged, self.store.known, self.store.loaded_batches)
+        failed.update(plan.failed)
+        if not plan.writes_anything:
+            return plan
+        prepared = self.warehouse.prepare(plan)
+        intent = Intent(
+            load_id=plan.load_id,
+            created_at=time.time(),
+            keys=[key.hex() for key in plan.new_keys],
+            batch_ids=[batch.batch_id for batch in plan.batches],
+            warehouse=prepared,
+        )
+        self.store.begin(intent)
+        try:
+            self.warehouse.commit(plan, prepared)
+        except Exception as error:
+            if is_transient(error):
+                raise  # the intent stays: the next load recovers it first
+            try:
+                committed = self.warehouse.recover(plan.load_id, prepared)
+            except Exception as check:
+                if is_transient(check):
+                    raise  # cannot tell now: the intent stays for the next load
+                committed = False  # refused again: no one will ever commit these streams
+            if committed:
+                self.store.finish(intent)  # it did commit: the error came after
+                return plan
+            self.store.abandon(intent)
+            raise
+        self.store.finish(intent)
+        return plan
 
 
 def is_transient(error: BaseException) -> bool:
-    """Errors that say nothing about the batch: retry the whole run instead of isolating."""
-    from analytics_pipeline.warehouse.duckdb import WarehouseBusyError
-
+    """Errors that say nothing about the batch: retry instead of isolating."""
     transient: tuple[type[BaseException], ...] = (
-        WarehouseBusyError,
+        TransientWarehouseError,
         ConnectionError,
         TimeoutError,
         EndpointConnectionError,
@@ -156,30 +244,4 @@ def is_transient(error: BaseException) -> bool:
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         code = error.response.get("Error", {}).get("Code", "")
         return status >= 500 or code in {"Throttling", "ThrottlingException", "SlowDown"}
-    return isinstance(error, transient) or getattr(error, "transient", False) is True
-
-
-def drain_day(
-    queue: BatchQueue,
-    day: str,
-    kinds: Collection[BatchKind],
-    max_messages: int,
-    visibility_timeout: int,
-) -> list[BatchRef]:
-    """Receive what waits in the queue, keep the batches of `day` and `kinds`, release the rest.
-
-    This is what a run started by hand (from the UI, without run config) loads.
-    """
-    received = queue.receive(max_messages=max_messages, visibility_timeout=visibility_timeout)
-    mine: list[BatchRef] = []
-    others = []
-    for message in received:
-        header = message.header
-        if header is not None and header.day == day and header.kind in kinds:
-            mine.append(queue.stage(message))
-        else:
-            others.append(message)
-    if others:
-        queue.release(others)
-    log.info("drained %d batches for %s, released %d others", len(mine), day, len(others))
-    return mine
+    return isinstance(error, transient)

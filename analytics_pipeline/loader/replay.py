@@ -24,17 +24,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from analytics_pipeline import aws
-from analytics_pipeline.contract.batches import BatchHeader, InvalidBatchMessage
+from analytics_pipeline.contract import is_blob_rejection, parse_blob
+from analytics_pipeline.contract.batches import BatchHeader
 from analytics_pipeline.contract.limits import Limits
-from analytics_pipeline.contract.parse import is_blob_rejection, parse_blob
 from analytics_pipeline.contract.rows import QuarantineRow
 from analytics_pipeline.ingest.handler import Sink, deliver
 from analytics_pipeline.ingest.packing import ParsedRecord, pack_records
+from analytics_pipeline.loader.batch_queue import BatchQueue, ReceivedMessage
 from analytics_pipeline.loader.failures import LoadFailure, read_failure
 from analytics_pipeline.settings import Settings
 
-SQS_BATCH = 10
 LIST_VISIBILITY_SECONDS = 30
+# A dead-letter queue is small (it holds what failed); one listing or replay reads it whole.
+MAX_DEAD_LETTERS = 10_000
 
 
 @dataclass(frozen=True)
@@ -62,64 +64,33 @@ class DeadLetter:
         }
 
 
-def _receive_all(sqs: Any, queue_url: str, visibility: int) -> list[dict[str, Any]]:
+def _receive_all(queue: BatchQueue, visibility: int) -> list[ReceivedMessage]:
     """Every message of a (small) queue, each once, hidden for `visibility` seconds."""
-    messages: dict[str, dict[str, Any]] = {}
-    wait = 1  # a short poll samples some servers only; long-poll until a receive is empty
-    while True:
-        response = sqs.receive_message(
-            QueueUrl=queue_url,
-            MaxNumberOfMessages=SQS_BATCH,
-            VisibilityTimeout=visibility,
-            WaitTimeSeconds=wait,
-            MessageAttributeNames=["All"],
-            MessageSystemAttributeNames=["ApproximateReceiveCount"],
-        )
-        batch = response.get("Messages", [])
-        if not batch:
-            return list(messages.values())
-        for message in batch:
-            messages.setdefault(message["MessageId"], message)
+    return queue.receive(
+        max_messages=MAX_DEAD_LETTERS, visibility_timeout=visibility, time_budget_seconds=60.0
+    )
 
 
-def _header(message: dict[str, Any]) -> BatchHeader | None:
-    try:
-        return BatchHeader.from_message_attributes(message.get("MessageAttributes", {}))
-    except InvalidBatchMessage:
-        return None
-
-
-def _release(sqs: Any, queue_url: str, messages: Sequence[dict[str, Any]]) -> None:
-    for start in range(0, len(messages), SQS_BATCH):
-        chunk = messages[start : start + SQS_BATCH]
-        sqs.change_message_visibility_batch(
-            QueueUrl=queue_url,
-            Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
-                for i, m in enumerate(chunk)
-            ],
-        )
-
-
-def list_dead_letters(sqs: Any, s3: Any, dlq_url: str, bucket: str) -> list[DeadLetter]:
+def list_dead_letters(dead_letters: BatchQueue) -> list[DeadLetter]:
     """What waits in the dead-letter queue and why; the messages stay there."""
-    messages = _receive_all(sqs, dlq_url, LIST_VISIBILITY_SECONDS)
+    messages = _receive_all(dead_letters, LIST_VISIBILITY_SECONDS)
     try:
-        letters = []
-        for message in messages:
-            header = _header(message)
-            letters.append(
-                DeadLetter(
-                    sqs_message_id=message["MessageId"],
-                    receive_count=int(message["Attributes"]["ApproximateReceiveCount"]),
-                    header=header,
-                    failure=read_failure(
-                        s3, bucket, header.batch_id if header else None, message["MessageId"]
-                    ),
-                )
+        letters = [
+            DeadLetter(
+                sqs_message_id=message.message_id,
+                receive_count=message.receive_count,
+                header=message.header,
+                failure=read_failure(
+                    dead_letters.s3,
+                    dead_letters.bucket,
+                    message.header.batch_id if message.header else None,
+                    message.message_id,
+                ),
             )
+            for message in messages
+        ]
     finally:
-        _release(sqs, dlq_url, messages)
+        dead_letters.release(messages)
     return sorted(letters, key=lambda letter: (letter.batch_id or "", letter.sqs_message_id))
 
 
@@ -131,9 +102,8 @@ class DlqReplayReport:
 
 
 def replay_dead_letters(
-    sqs: Any,
-    dlq_url: str,
-    queue_url: str,
+    dead_letters: BatchQueue,
+    queue: BatchQueue,
     batch_ids: Collection[str] = (),
     loaded_batch_ids: Callable[[list[str]], set[str]] | None = None,
     visibility_seconds: int = 120,
@@ -141,44 +111,49 @@ def replay_dead_letters(
     """Move dead-lettered messages (all, or those of `batch_ids`) back to the main queue.
 
     A replay that dies midway leaves its messages hidden for `visibility_seconds`; the next
-    replay after that sends them again (the ledger makes the second copy harmless).
+    replay after that sends them again (the ledger makes the second copy harmless). Only the
+    messages are deleted from the dead-letter queue: an oversize batch's S3 body stays for the
+    copy sent back.
     """
     report = DlqReplayReport()
-    messages = _receive_all(sqs, dlq_url, visibility=visibility_seconds)
-    chosen, others = [], []
-    for message in messages:
-        header = _header(message)
-        if batch_ids and (header is None or header.batch_id not in batch_ids):
-            others.append(message)
-        else:
-            chosen.append((message, header))
-    _release(sqs, dlq_url, others)
+    messages = _receive_all(dead_letters, visibility=visibility_seconds)
+    chosen = [
+        message
+        for message in messages
+        if not batch_ids or (message.header is not None and message.header.batch_id in batch_ids)
+    ]
+    chosen_ids = {message.message_id for message in chosen}
+    others = [message for message in messages if message.message_id not in chosen_ids]
+    dead_letters.release(others)
     report.left = len(others)
-    ids = [header.batch_id for _, header in chosen if header is not None]
+    ids = [message.header.batch_id for message in chosen if message.header is not None]
     loaded = loaded_batch_ids(ids) if loaded_batch_ids and ids else set()
     sent_batches: set[str] = set()
-    for message, header in chosen:
-        name = header.batch_id if header else message["MessageId"]
+    for message in chosen:
+        header = message.header
+        name = header.batch_id if header else message.message_id
         if header is not None and header.batch_id in loaded:
             report.already_loaded.append(name)
         elif header is None or header.batch_id not in sent_batches:
-            sqs.send_message(
-                QueueUrl=queue_url,
-                MessageBody=message["Body"],
-                MessageAttributes=_sendable(message.get("MessageAttributes", {})),
-            )
+            _send_back(queue, message)
             sent_batches.add(name)
             report.sent.append(name)
-        sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"])
+        dead_letters.delete_messages([message.receipt_handle])
     return report
 
 
-def _sendable(attributes: dict[str, Any]) -> dict[str, Any]:
+def _send_back(queue: BatchQueue, message: ReceivedMessage) -> None:
+    """The dead letter's body and attributes to `queue` (only the operator's identity may send:
+    the loader's IAM policy has no SendMessage)."""
     keep = ("DataType", "StringValue", "BinaryValue")
-    return {
-        name: {key: value[key] for key in keep if key in value}
-        for name, value in attributes.items()
-    }
+    queue.sqs.send_message(
+        QueueUrl=queue.queue_url,
+        MessageBody=message.body,
+        MessageAttributes={
+            name: {key: value[key] for key in keep if key in value}
+            for name, value in message.attributes.items()
+        },
+    )
 
 
 # --- quarantine replay ----------------------------------------------------------------------
@@ -255,22 +230,17 @@ def replay_quarantine(
 
 
 def dead_letters_for(settings: Settings) -> list[DeadLetter]:
-    sqs = aws.client("sqs", settings)
-    dlq_url = sqs.get_queue_url(QueueName=settings.dlq_name)["QueueUrl"]
-    return list_dead_letters(sqs, aws.client("s3", settings), dlq_url, settings.bucket)
+    return list_dead_letters(BatchQueue.for_settings(settings, dead_letters=True))
 
 
 def replay_dead_letters_for(settings: Settings, batch_ids: Collection[str] = ()) -> DlqReplayReport:
-    from analytics_pipeline.warehouse import warehouse_from_settings
+    from analytics_pipeline.warehouse import open_warehouse
 
-    sqs = aws.client("sqs", settings)
-    warehouse = warehouse_from_settings(settings)
     return replay_dead_letters(
-        sqs,
-        sqs.get_queue_url(QueueName=settings.dlq_name)["QueueUrl"],
-        sqs.get_queue_url(QueueName=settings.queue_name)["QueueUrl"],
+        BatchQueue.for_settings(settings, dead_letters=True),
+        BatchQueue.for_settings(settings),
         batch_ids,
-        loaded_batch_ids=warehouse.loaded_batch_ids,
+        loaded_batch_ids=open_warehouse(settings).loaded_batch_ids,
     )
 
 
@@ -278,9 +248,9 @@ def replay_quarantine_for(
     settings: Settings, reason: str, limit: int | None = None
 ) -> QuarantineReplayReport:
     from analytics_pipeline.ingest.sinks import SqsS3Sink
-    from analytics_pipeline.warehouse import warehouse_from_settings
+    from analytics_pipeline.warehouse import open_warehouse
 
-    warehouse = warehouse_from_settings(settings)
+    warehouse = open_warehouse(settings)
     sqs = aws.client("sqs", settings)
     sink = SqsS3Sink(
         sqs,

@@ -21,15 +21,14 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 from urllib.parse import urlsplit
 
-from analytics_pipeline.local.processes import stop_process_group
+from analytics_pipeline.local.ports import PortTaken, listener_of, port_in_use
+from analytics_pipeline.local.processes import ChildProcess, stop_on_signals
 from analytics_pipeline.settings import Settings
 
 # The project an emulator serves when none is configured; the warehouse module says the same
@@ -115,20 +114,11 @@ def _emulator_env(venv: Path) -> dict[str, str]:
 
 
 @dataclass
-class BigQueryEmulatorProcess:
-    """An emulator this process started; `stop()` ends its whole process group."""
+class BigQueryEmulatorProcess(ChildProcess):
+    """bqemulator as a child process, with the endpoints it serves."""
 
-    process: subprocess.Popen[bytes]
-    rest_endpoint: str  # http://127.0.0.1:PORT
-    grpc_endpoint: str  # 127.0.0.1:PORT
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def stop(self, timeout: float = 10.0) -> None:
-        stop_process_group(self.process, grace=timeout)
+    rest_endpoint: str = ""  # http://127.0.0.1:PORT
+    grpc_endpoint: str = ""  # 127.0.0.1:PORT
 
 
 def rest_answers(rest_endpoint: str, timeout: float = 1.0) -> bool:
@@ -172,7 +162,6 @@ def start_bigquery_emulator(
             f"the BigQuery emulator is not installed in {venv}; run "
             "`python -m analytics_pipeline.local.bigquery_emulator install` (or `make test`)"
         )
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [
         str(venv / "bin" / "bqemulator"),
         "start",
@@ -183,38 +172,43 @@ def start_bigquery_emulator(
     if data_dir is not None:
         data_dir.mkdir(parents=True, exist_ok=True)
         command += ["--persistent", "--data-dir", str(data_dir)]
-    log_file: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 - the child owns it from here
-    try:
-        process = subprocess.Popen(
-            command,
-            env=_emulator_env(venv),
-            cwd=str(emulator_home(venv)),
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    finally:
-        log_file.close()
     emulator = BigQueryEmulatorProcess(
-        process=process,
+        name="BigQuery emulator",
+        command=command,
+        log_path=log_path,
+        env=_emulator_env(venv),
+        cwd=emulator_home(venv),
+        grace_seconds=10.0,
         rest_endpoint=f"http://{host}:{rest_port}",
         grpc_endpoint=f"{host}:{grpc_port}",
-        log_path=log_path,
+    ).start()
+    emulator.wait_until(
+        lambda: rest_answers(emulator.rest_endpoint) and grpc_accepts(emulator.grpc_endpoint),
+        _STARTUP_TIMEOUT_SECONDS,
+        f"REST answer at {emulator.rest_endpoint} and gRPC at {emulator.grpc_endpoint}",
     )
-    deadline = time.monotonic() + _STARTUP_TIMEOUT_SECONDS
-    while not (rest_answers(emulator.rest_endpoint) and grpc_accepts(emulator.grpc_endpoint)):
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"BigQuery emulator exited with code {process.returncode}; see {log_path}"
-            )
-        if time.monotonic() > deadline:
-            emulator.stop()
-            raise RuntimeError(
-                f"BigQuery emulator did not answer at {emulator.rest_endpoint}; see {log_path}"
-            )
-        time.sleep(0.1)
     return emulator
+
+
+def check_emulator_ports(settings: Settings) -> None:
+    """PortTaken when `dev` would start the emulator but something else holds one of its ports
+    (an emulator that answers REST is reused, and then its ports are its own)."""
+    if settings.warehouse != "bigquery" or not settings.bigquery_emulator_rest:
+        return
+    if rest_answers(settings.bigquery_emulator_rest):
+        return
+    rest = urlsplit(settings.bigquery_emulator_rest)
+    grpc_host, _, grpc_port = settings.bigquery_emulator_grpc.rpartition(":")
+    for variable, host, port in (
+        ("ANALYTICS_BIGQUERY_EMULATOR_REST", rest.hostname or "127.0.0.1", rest.port),
+        ("ANALYTICS_BIGQUERY_EMULATOR_GRPC", grpc_host or "127.0.0.1", int(grpc_port)),
+    ):
+        if port is not None and port_in_use(host, port):
+            raise PortTaken(
+                f"port {port} on {host}, the BigQuery emulator's ({variable}), is held by "
+                f"something that is not a BigQuery emulator{listener_of(port)}; stop it or set "
+                f"{variable} to another port"
+            )
 
 
 def ensure_bigquery_emulator(settings: Settings) -> BigQueryEmulatorProcess | None:
@@ -267,9 +261,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(f"BigQuery emulator: REST {emulator.rest_endpoint}, gRPC {emulator.grpc_endpoint}")
     try:
-        emulator.process.wait()
-    except KeyboardInterrupt:
-        pass
+        with stop_on_signals() as stop:
+            while emulator.alive() and not stop.wait(0.5):
+                pass
     finally:
         emulator.stop()
 

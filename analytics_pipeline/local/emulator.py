@@ -14,26 +14,36 @@ invokes: the local trigger (`local/trigger.py`) plays it, with those settings.
 
 Run it with `python -m analytics_pipeline.local.emulator --port 4566`; `ensure_emulator` starts it
 in the background (or reuses one that already answers, so its state survives a pipeline restart).
+The one `dev` starts outlives `dev` on purpose, however `dev` ends: the stream and the queues
+hold events not yet loaded, and the next `dev` picks them up. `dev` records it in the state
+folder (`emulator.json`) so that `analytics-pipeline stop --emulator` can stop it.
 """
 
 from __future__ import annotations
 
 import argparse
 import http.client
-import subprocess
+import os
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from urllib.parse import urlsplit
 
+import msgspec
+from botocore.config import Config
+
+from analytics_pipeline import aws
 from analytics_pipeline.aws import is_local_endpoint
-from analytics_pipeline.local.processes import stop_process_group
+from analytics_pipeline.local.pipeline_lock import ProcessRecord
+from analytics_pipeline.local.ports import PortTaken, listener_of, port_in_use
+from analytics_pipeline.local.processes import ChildProcess
 from analytics_pipeline.settings import Settings
 
 _STARTUP_TIMEOUT_SECONDS = 20.0
+_STOP_GRACE_SECONDS = 5.0
+RECORD_NAME = "emulator.json"
 
 
 def patch_moto_kinesis() -> None:
@@ -119,55 +129,69 @@ def endpoint_answers(endpoint_url: str, timeout: float = 0.5) -> bool:
 
 
 @dataclass
-class EmulatorProcess:
-    """An emulator this process started; `stop()` ends its whole process group."""
+class EmulatorProcess(ChildProcess):
+    """The AWS emulator as a child process, with the endpoint it serves."""
 
-    process: subprocess.Popen[bytes]
-    endpoint_url: str
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def stop(self, timeout: float = 5.0) -> None:
-        stop_process_group(self.process, grace=timeout)
+    endpoint_url: str = ""
 
 
-def start_emulator(port: int, log_path: Path, host: str = "127.0.0.1") -> EmulatorProcess:
-    """Start the emulator module in its own session and wait until it answers."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    endpoint_url = f"http://{host}:{port}"
-    log_file: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 - the child owns it from here
+def answers_as_aws(settings: Settings) -> bool:
+    """True when the endpoint answers an SQS call (any emulator of ours or not, as long as it
+    speaks AWS: botocore turns an HTML error page into a ClientError too, so only success
+    counts)."""
+    quick = Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1})
     try:
-        process = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "analytics_pipeline.local.emulator"),
-                *("--host", host, "--port", str(port)),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        aws.client("sqs", settings, config=quick).list_queues(MaxResults=1)
+    except Exception:  # whatever a non-AWS server makes botocore raise
+        return False
+    return True
+
+
+def check_endpoint_port(settings: Settings) -> None:
+    """PortTaken when the local endpoint's port is held by something that is not an AWS
+    emulator (a free port is fine: `ensure_emulator` starts one there)."""
+    endpoint_url = settings.aws_endpoint_url
+    if not endpoint_url or not is_local_endpoint(endpoint_url):
+        return
+    parts = urlsplit(endpoint_url)
+    if parts.port is None:
+        raise ValueError(f"local AWS endpoint needs an explicit port: {endpoint_url}")
+    host = parts.hostname or "127.0.0.1"
+    if port_in_use(host, parts.port) and not answers_as_aws(settings):
+        raise PortTaken(
+            f"port {parts.port} on {host}, the AWS emulator's (AWS_ENDPOINT_URL={endpoint_url}), "
+            f"is held by something that is not an AWS emulator{listener_of(parts.port)}; stop it "
+            "or point AWS_ENDPOINT_URL at another port"
         )
-    finally:
-        log_file.close()
-    emulator = EmulatorProcess(process=process, endpoint_url=endpoint_url, log_path=log_path)
-    deadline = time.monotonic() + _STARTUP_TIMEOUT_SECONDS
-    while not endpoint_answers(endpoint_url, timeout=0.2):
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"AWS emulator exited with code {process.returncode}; see {log_path}"
-            )
-        if time.monotonic() > deadline:
-            emulator.stop()
-            raise RuntimeError(f"AWS emulator did not answer at {endpoint_url}; see {log_path}")
-        time.sleep(0.05)
+
+
+def start_emulator(
+    port: int, log_path: Path, host: str = "127.0.0.1", *, dies_with_parent: bool = True
+) -> EmulatorProcess:
+    """Start the emulator module in its own session and wait until it answers."""
+    endpoint_url = f"http://{host}:{port}"
+    emulator = EmulatorProcess(
+        name="AWS emulator",
+        command=[
+            *(sys.executable, "-m", "analytics_pipeline.local.emulator"),
+            *("--host", host, "--port", str(port)),
+        ],
+        log_path=log_path,
+        grace_seconds=_STOP_GRACE_SECONDS,
+        dies_with_parent=dies_with_parent,
+        endpoint_url=endpoint_url,
+    ).start()
+    emulator.wait_until(
+        lambda: endpoint_answers(endpoint_url, timeout=0.2),
+        _STARTUP_TIMEOUT_SECONDS,
+        f"answer at {endpoint_url}",
+    )
     return emulator
 
 
 def ensure_emulator(settings: Settings) -> EmulatorProcess | None:
-    """Reuse an emulator already answering at the endpoint (None: not ours to stop) or start one.
+    """Reuse an emulator already answering at the endpoint (None) or start one that outlives
+    this process, recorded in the state folder (see the module docstring).
 
     Reusing keeps the stream and queue contents across a pipeline restart. Real AWS (no local
     endpoint) needs nothing and also gives None.
@@ -180,9 +204,43 @@ def ensure_emulator(settings: Settings) -> EmulatorProcess | None:
     parts = urlsplit(endpoint_url)
     if parts.port is None:
         raise ValueError(f"local AWS endpoint needs an explicit port: {endpoint_url}")
-    return start_emulator(
-        parts.port, settings.state_dir / "emulator.log", host=parts.hostname or "127.0.0.1"
+    emulator = start_emulator(
+        parts.port,
+        settings.state_dir / "emulator.log",
+        host=parts.hostname or "127.0.0.1",
+        dies_with_parent=False,
     )
+    record = EmulatorRecord(ProcessRecord.of("AWS emulator", emulator.pid), endpoint_url)
+    path = settings.state_dir / RECORD_NAME
+    path.with_suffix(".tmp").write_bytes(msgspec.json.encode(record))
+    os.replace(path.with_suffix(".tmp"), path)
+    return emulator
+
+
+class EmulatorRecord(msgspec.Struct, frozen=True):
+    """The emulator a `dev` started and left running, kept in its state folder."""
+
+    process: ProcessRecord
+    endpoint_url: str
+
+
+def recorded_emulator(settings: Settings) -> EmulatorRecord | None:
+    try:
+        return msgspec.json.decode(
+            (settings.state_dir / RECORD_NAME).read_bytes(), type=EmulatorRecord
+        )
+    except (FileNotFoundError, msgspec.DecodeError):
+        return None
+
+
+def stop_recorded_emulator(settings: Settings) -> EmulatorRecord | None:
+    """Stop the emulator a `dev` of this state folder started (if it still runs) and forget it;
+    returns its record, None when there is none."""
+    record = recorded_emulator(settings)
+    if record is not None:
+        record.process.stop_group(_STOP_GRACE_SECONDS)
+        (settings.state_dir / RECORD_NAME).unlink(missing_ok=True)
+    return record
 
 
 def main(argv: list[str] | None = None) -> None:

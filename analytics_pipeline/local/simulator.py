@@ -33,6 +33,7 @@ from analytics_pipeline.client import Client, ClientStats, Device
 from analytics_pipeline.client.client import kinesis_client
 from analytics_pipeline.client.encoding import format_timestamp
 from analytics_pipeline.contract.reasons import Reason
+from analytics_pipeline.local.processes import stop_on_signals
 from analytics_pipeline.settings import Settings
 
 DEFAULT_MAX_CLOCK_SKEW_SECONDS = 300.0
@@ -117,6 +118,14 @@ class _SimulatedDevice:
         return datetime.now(UTC) + timedelta(seconds=self.skew_seconds)
 
 
+@dataclass(frozen=True)
+class _TrafficOptions:
+    invalid_ratio: float
+    seed: int | None
+    max_clock_skew: float
+    keep_ids: bool  # every messageId in the report (a bounded run) or counts only (forever)
+
+
 class _Traffic:
     """Generates one realistic (or deliberately broken) event at a time on a random device."""
 
@@ -124,28 +133,23 @@ class _Traffic:
         self,
         client: Client,
         report: SimulationReport,
-        *,
-        clients: int,
-        invalid_ratio: float,
-        rng: random.Random,
+        options: _TrafficOptions,
         settings: Settings,
-        max_clock_skew: float,
-        keep_ids: bool,
     ) -> None:
-        if clients < 1:
+        if report.clients < 1:
             raise ValueError("clients must be at least 1")
-        if not 0.0 <= invalid_ratio <= 1.0:
+        if not 0.0 <= options.invalid_ratio <= 1.0:
             raise ValueError("invalid_ratio must be between 0 and 1")
         self._client = client
         self._report = report
-        self._rng = rng
-        self._invalid_ratio = invalid_ratio
+        self._rng = random.Random(options.seed)
+        self._invalid_ratio = options.invalid_ratio
         self._settings = settings
-        self._keep_ids = keep_ids
+        self._keep_ids = options.keep_ids
         self._faults: tuple[Callable[[_SimulatedDevice, dict[str, Any]], Any], ...] = tuple(
             getattr(self, f"_fault_{reason.value}") for reason in _FAULT_REASONS
         )
-        self.devices = [self._new_device(max_clock_skew) for _ in range(clients)]
+        self.devices = [self._new_device(options.max_clock_skew) for _ in range(report.clients)]
         report.clock_skews_seconds = [device.skew_seconds for device in self.devices]
 
     def _new_device(self, max_clock_skew: float) -> _SimulatedDevice:
@@ -342,16 +346,33 @@ def _paced(rate: float | None, stop: threading.Event | None = None) -> Iterator[
         index += 1
 
 
-def _simulation_client(
-    settings: Settings, kinesis: Any, flush_interval: float = DEFAULT_FLUSH_INTERVAL_SECONDS
-) -> Client:
-    return Client(
+@contextlib.contextmanager
+def _simulation(
+    settings: Settings,
+    report: SimulationReport,
+    traffic: _TrafficOptions,
+    kinesis: Any,
+    flush_interval: float = DEFAULT_FLUSH_INTERVAL_SECONDS,
+) -> Iterator[tuple[Client, _Traffic]]:
+    """The SDK client and the traffic it sends; on exit the client is closed (everything queued
+    is sent) and the report gets the elapsed time and the client's final counts."""
+    client = Client(
         settings.stream_name,
         kinesis=kinesis if kinesis is not None else kinesis_client(settings),
         on_full="block",
         context={"app": {"name": "demo"}},
         flush_interval=flush_interval,
     )
+    started = time.monotonic()
+    try:
+        yield (
+            client,
+            _Traffic(client, report, traffic, settings),
+        )
+    finally:
+        client.close()
+        report.elapsed_seconds = time.monotonic() - started
+        report.stats = client.stats
 
 
 def simulate(
@@ -371,35 +392,21 @@ def simulate(
     `kinesis` overrides the boto3 client built from `settings` (tests pass a double).
     """
     report = SimulationReport(clients=clients, requested_events=events)
-    client = _simulation_client(settings, kinesis)
-    started = time.monotonic()
-    try:
-        traffic = _Traffic(
-            client,
-            report,
-            clients=clients,
-            invalid_ratio=invalid_ratio,
-            rng=random.Random(seed),
-            settings=settings,
-            max_clock_skew=max_clock_skew,
-            keep_ids=True,
-        )
-        with tqdm(total=events, unit="ev", disable=not progress, smoothing=0.1) as bar:
-            for index in _paced(rate):
-                if index >= events:
-                    break
-                traffic.emit()
-                if index % 100 == 99:
-                    bar.update(100)
-            bar.update(report.generated - bar.n)
-            bar.set_postfix_str("flushing")
-            client.close()
-            stats = client.stats
-            bar.set_postfix_str(f"sent={stats.sent} failed={stats.failed}")
-    finally:
+    options = _TrafficOptions(invalid_ratio, seed, max_clock_skew, keep_ids=True)
+    simulation = _simulation(settings, report, options, kinesis)
+    bar = tqdm(total=events, unit="ev", disable=not progress, smoothing=0.1)
+    with simulation as (client, traffic), bar:
+        for index in _paced(rate):
+            if index >= events:
+                break
+            traffic.emit()
+            if index % 100 == 99:
+                bar.update(100)
+        bar.update(report.generated - bar.n)
+        bar.set_postfix_str("flushing")
         client.close()
-        report.elapsed_seconds = time.monotonic() - started
-        report.stats = client.stats
+        stats = client.stats
+        bar.set_postfix_str(f"sent={stats.sent} failed={stats.failed}")
     return report
 
 
@@ -424,22 +431,12 @@ def run_forever(
     benchmark follow the counts while it runs; `flush_interval` is the SDK's flush timer."""
     stop = stop or threading.Event()
     report = SimulationReport(clients=clients, requested_events=0)
-    client = _simulation_client(settings, kinesis, flush_interval)
-    started = time.monotonic()
-    with _stop_on_sigterm(stop):
+    options = _TrafficOptions(invalid_ratio, seed, max_clock_skew, keep_ids=False)
+    simulation = _simulation(settings, report, options, kinesis, flush_interval)
+    with stop_on_signals((signal.SIGTERM,), stop), simulation as (client, traffic):
+        say(f"simulating {clients} devices at {rate:g} events/s to {settings.stream_name}")
+        next_status = time.monotonic() + status_every_seconds
         try:
-            traffic = _Traffic(
-                client,
-                report,
-                clients=clients,
-                invalid_ratio=invalid_ratio,
-                rng=random.Random(seed),
-                settings=settings,
-                max_clock_skew=max_clock_skew,
-                keep_ids=False,
-            )
-            say(f"simulating {clients} devices at {rate:g} events/s to {settings.stream_name}")
-            next_status = started + status_every_seconds
             for _ in _paced(rate, stop):
                 traffic.emit()
                 if time.monotonic() >= next_status:
@@ -450,10 +447,6 @@ def run_forever(
                         on_status(report, client.stats)
         except KeyboardInterrupt:
             pass
-        finally:
-            client.close()
-            report.elapsed_seconds = time.monotonic() - started
-            report.stats = client.stats
     say(report.summary())
     return report
 
@@ -463,16 +456,3 @@ def _status_line(report: SimulationReport, stats: ClientStats) -> str:
         f"generated={report.generated} sent={stats.sent} queued={stats.queued} "
         f"failed={stats.failed} dropped={stats.dropped}"
     )
-
-
-@contextlib.contextmanager
-def _stop_on_sigterm(stop: threading.Event) -> Iterator[None]:
-    """SIGTERM sets `stop` (only the main thread may install handlers; elsewhere a no-op)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

@@ -1,61 +1,52 @@
 """`analytics-pipeline dev`: the whole local pipeline as a few supervised processes.
 
-emulator (reused when one already answers, so AWS state can outlive a pipeline restart) ->
-Kinesis trigger poller -> `dagster dev` (webserver, daemon, code server, run workers) ->
-optionally the traffic simulator. Every child runs in its own session so that stopping its
-process group stops its whole tree; a child that dies unexpectedly is restarted, except
-`dagster dev` whose exit ends the stack.
+emulator (reused when one already answers; one started here outlives `dev`, so AWS state
+survives a pipeline restart) -> Kinesis trigger poller -> HTTP collector -> `dagster dev`
+(webserver, daemon, code server, run workers) -> optionally the traffic simulator. Every child
+runs in its own session so that stopping its process group stops its whole tree; a child that dies
+unexpectedly is restarted, except `dagster dev` whose exit ends the stack.
+
+Nothing outlives `dev` but the AWS emulator: each child gets SIGTERM when `dev` dies, and the
+lifeline stops their process groups (grandchildren included) within seconds of it, SIGKILL of
+`dev` included. `dev` first takes the locks of its state folder and its queue
+(`pipeline_lock.py`) and checks its ports, so a second pipeline on the same queue is refused
+before it starts anything.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
 import sys
-import time
-from dataclasses import dataclass, field
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
-from analytics_pipeline.local.processes import stop_process_group
+from msgspec.structs import replace
+
+from analytics_pipeline.local.emulator import recorded_emulator
+from analytics_pipeline.local.lifeline import Lifeline
+from analytics_pipeline.local.pipeline_lock import (
+    PipelineLock,
+    PipelineRecord,
+    ProcessRecord,
+    new_record,
+    now_text,
+)
+from analytics_pipeline.local.ports import refuse_taken
+from analytics_pipeline.local.processes import ChildProcess, stop_on_signals
 from analytics_pipeline.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-STOP_GRACE_SECONDS = 15.0
 
 
 @dataclass
-class Child:
-    """A supervised process started in its own session (its pid is its process group id)."""
+class Child(ChildProcess):
+    """A supervised child: restarted when it dies, unless `restart` is off."""
 
-    name: str
-    command: list[str]
-    env: dict[str, str]
-    log_path: Path
     restart: bool = True
-    process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
-    _log: IO[bytes] | None = field(default=None, repr=False)
-
-    def start(self) -> None:
-        if self._log is not None:
-            self._log.close()
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the child
-        self.process = subprocess.Popen(
-            self.command,
-            env=self.env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-
-    def stop(self) -> None:
-        stop_process_group(self.process, STOP_GRACE_SECONDS)
-        if self._log is not None:
-            self._log.close()
 
 
 def prepare_dagster_home(settings: Settings) -> Path:
@@ -87,55 +78,170 @@ def dagster_dev_command(port: int) -> list[str]:
     ]
 
 
+def check_ports(settings: Settings, ui_port: int) -> None:
+    """PortTaken for any port the stack would listen on that something else holds, before
+    anything starts."""
+    from analytics_pipeline.local.bigquery_emulator import check_emulator_ports
+    from analytics_pipeline.local.emulator import check_endpoint_port
+
+    refuse_taken(
+        "127.0.0.1",
+        ui_port,
+        "the Dagster UI's",
+        "choose another with `analytics-pipeline dev --port N`",
+    )
+    refuse_taken(
+        settings.collector_host,
+        settings.collector_port,
+        "the HTTP collector's",
+        "choose another with ANALYTICS_COLLECTOR_PORT",
+    )
+    check_endpoint_port(settings)
+    check_emulator_ports(settings)
+
+
 def run_dev(settings: Settings, *, port: int, simulate_rate: float | None, say=print) -> int:
-    """Start everything, supervise until Ctrl-C / SIGTERM, then stop all it started."""
+    """Start everything, supervise until Ctrl-C / SIGTERM, then stop all it started (the AWS
+    emulator aside). Raises PipelineRunning or PortTaken, having started nothing."""
+    lock = PipelineLock.acquire(settings, say)
+    record = new_record(settings, port)
+    try:
+        lock.write(record)
+        check_ports(settings, port)
+        settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
+        prepare_dagster_home(settings)
+        with stop_on_signals() as stop:
+            return _supervise(settings, port, simulate_rate, say, stop, lock, record)
+    finally:
+        lock.write(replace(lock.record or record, stopped_at=now_text()))
+        lock.close()
+
+
+def _supervise(
+    settings: Settings,
+    port: int,
+    simulate_rate: float | None,
+    say: Callable[[str], object],
+    stop: threading.Event,
+    lock: PipelineLock,
+    record: PipelineRecord,
+) -> int:
     from analytics_pipeline.local.bigquery_emulator import ensure_bigquery_emulator
     from analytics_pipeline.local.bootstrap import ensure_resources
     from analytics_pipeline.local.emulator import ensure_emulator
 
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
-    prepare_dagster_home(settings)
-    stopping = False
+    # Every child is started from this (the main) thread: PR_SET_PDEATHSIG, which makes each
+    # die with this process, fires when the thread that started it ends (see processes.py).
+    lifeline = Lifeline(settings.state_dir / "lifeline.log", inherited_fds=lock.fds).start()
+    running: dict[str, int] = {"lifeline": lifeline.process.pid}
 
-    def request_stop(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
-
-    emulator = ensure_emulator(settings)
-    say(
-        f"AWS emulator: {settings.aws_endpoint_url} "
-        f"({'started, pid ' + str(emulator.pid) if emulator else 'reused'})"
-    )
-    bigquery_emulator = ensure_bigquery_emulator(settings)
-    if settings.warehouse == "bigquery" and settings.bigquery_emulator_rest:
-        say(
-            f"BigQuery emulator: {settings.bigquery_emulator_rest} "
-            f"({'started, pid ' + str(bigquery_emulator.pid) if bigquery_emulator else 'reused'})"
+    def publish() -> None:
+        lock.write(
+            replace(
+                record,
+                processes=tuple(ProcessRecord.of(name, pid) for name, pid in running.items()),
+            )
         )
-    ensure_resources(settings)
-    say(
-        f"stream {settings.stream_name}, queue {settings.queue_name} "
-        f"(+ {settings.dlq_name}), bucket {settings.bucket}: ready"
-    )
 
+    publish()
+    children: list[Child] = []
+    bigquery_emulator = None
+    exit_code = 0
+    try:
+        emulator = ensure_emulator(settings)
+        if emulator is not None:
+            running["AWS emulator"] = emulator.pid
+        say(
+            f"AWS emulator: {settings.aws_endpoint_url} "
+            f"({'started, pid ' + str(emulator.pid) if emulator else 'reused'})"
+        )
+        bigquery_emulator = ensure_bigquery_emulator(settings)
+        if bigquery_emulator is not None:
+            lifeline.watch(bigquery_emulator.pid)
+            running["BigQuery emulator"] = bigquery_emulator.pid
+        if settings.warehouse == "bigquery" and settings.bigquery_emulator_rest:
+            how = f"started, pid {bigquery_emulator.pid}" if bigquery_emulator else "reused"
+            say(f"BigQuery emulator: {settings.bigquery_emulator_rest} ({how})")
+        ensure_resources(settings)
+        say(
+            f"stream {settings.stream_name}, queue {settings.queue_name} "
+            f"(+ {settings.dlq_name}), bucket {settings.bucket}: ready"
+        )
+
+        children = _children(settings, port, simulate_rate)
+        for child in children:
+            child.start()
+            lifeline.watch(child.pid)
+            running[child.name] = child.pid
+            say(f"{child.name}: pid {child.pid}, log {child.log_path}")
+        publish()
+        say(
+            f"Collector (Segment HTTP API): http://{settings.collector_host}:"
+            f"{settings.collector_port}/v1"
+        )
+        say(
+            f"Dagster UI: http://127.0.0.1:{port}  (Ctrl-C or `analytics-pipeline stop` stops "
+            "every process this command started but the AWS emulator)"
+        )
+
+        while not stop.wait(0.5):
+            for child in children:
+                code = child.exit_code()
+                if code is None:
+                    continue
+                if not child.restart:
+                    say(f"{child.name} exited with {code}; stopping (see {child.log_path})")
+                    exit_code = code or 1
+                    stop.set()
+                    break
+                child.restarts += 1
+                say(f"{child.name} exited with {code}; restarting (restart {child.restarts})")
+                if not stop.wait(min(30.0, 2.0**child.restarts)):
+                    lifeline.forget(child.pid)
+                    child.start()
+                    lifeline.watch(child.pid)
+                    running[child.name] = child.pid
+                    publish()
+    finally:
+        say("stopping...")
+        for child in reversed(children):
+            child.stop()
+        if bigquery_emulator is not None:
+            bigquery_emulator.stop()
+        lifeline.close()
+        emulator_record = recorded_emulator(settings)
+        if emulator_record is not None and emulator_record.process.running():
+            say(
+                f"stopped; the AWS emulator (pid {emulator_record.process.pid}) keeps running so "
+                "that the stream and queues survive a restart (`analytics-pipeline stop "
+                "--emulator` stops it)"
+            )
+        else:
+            say("stopped")
+    return exit_code
+
+
+def _children(settings: Settings, port: int, simulate_rate: float | None) -> list[Child]:
     env = child_env(settings)
     python = sys.executable
     children = [
         Child(
             "trigger",
             [python, "-m", "analytics_pipeline.cli", "trigger"],
-            env,
             settings.state_dir / "trigger.log",
+            env,
+        ),
+        Child(
+            "collector",
+            [python, "-m", "analytics_pipeline.cli", "collector"],
+            settings.state_dir / "collector.log",
+            env,
         ),
         Child(
             "dagster",
             dagster_dev_command(port),
-            env,
             settings.state_dir / "dagster.log",
+            env,
             restart=False,
         ),
     ]
@@ -152,41 +258,8 @@ def run_dev(settings: Settings, *, port: int, simulate_rate: float | None, say=p
                     "--rate",
                     str(simulate_rate),
                 ],
-                env,
                 settings.state_dir / "simulator.log",
+                env,
             )
         )
-    for child in children:
-        child.start()
-        say(
-            f"{child.name}: pid {child.process.pid if child.process else '?'}, log {child.log_path}"
-        )
-    say(f"Dagster UI: http://127.0.0.1:{port}  (Ctrl-C stops everything this command started)")
-
-    exit_code = 0
-    try:
-        while not stopping:
-            time.sleep(0.5)
-            for child in children:
-                assert child.process is not None
-                code = child.process.poll()
-                if code is None:
-                    continue
-                if not child.restart:
-                    say(f"{child.name} exited with {code}; stopping (see {child.log_path})")
-                    exit_code, stopping = code or 1, True
-                    break
-                child.restarts += 1
-                say(f"{child.name} exited with {code}; restarting (restart {child.restarts})")
-                time.sleep(min(30.0, 2.0**child.restarts))
-                child.start()
-    finally:
-        say("stopping...")
-        for child in reversed(children):
-            child.stop()
-        if emulator is not None:
-            emulator.stop()
-        if bigquery_emulator is not None:
-            bigquery_emulator.stop()
-        say("stopped")
-    return exit_code
+    return children

@@ -20,7 +20,6 @@ import base64
 import json
 import logging
 import os
-import signal
 import threading
 import time
 import uuid
@@ -40,6 +39,7 @@ from analytics_pipeline.local.event_source_mapping import (
     mapping_settings_for,
     send_to_sqs_destination,
 )
+from analytics_pipeline.local.processes import stop_on_signals
 from analytics_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -529,13 +529,19 @@ def run_trigger(
     stop_event: threading.Event | None = None,
     handler: LambdaHandler | None = None,
 ) -> None:
-    """Poll until SIGTERM/SIGINT (when called on the main thread) or until `stop_event` is set."""
+    """Poll until `stop_event` is set; without one, until SIGTERM/SIGINT."""
     if not logging.getLogger().handlers:  # started bare (e.g. by the CLI): log to stderr
         logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT)
-    stop_event = stop_event or threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: stop_event.set())
+    if stop_event is None:
+        with stop_on_signals() as stop:
+            _run_trigger(settings, stop, handler)
+    else:
+        _run_trigger(settings, stop_event, handler)
+
+
+def _run_trigger(
+    settings: Settings, stop_event: threading.Event, handler: LambdaHandler | None
+) -> None:
     trigger: KinesisTrigger | None = None
     while trigger is None:
         try:

@@ -1,4 +1,5 @@
-"""Warehouses behind one protocol; `warehouse_from_settings` picks the configured one."""
+"""Warehouses behind one protocol; `open_warehouse` is the one place that picks and configures
+the one the settings name, for the Dagster resource and the CLI alike."""
 
 from __future__ import annotations
 
@@ -6,38 +7,33 @@ from collections.abc import Callable
 
 from analytics_pipeline.settings import Settings
 from analytics_pipeline.warehouse.base import (
-    ALL_TABLES,
-    DAILY_ACTIVE_USERS_TABLE,
-    DAILY_EVENT_COUNTS_TABLE,
-    EVENTS_TABLE,
-    LOADED_BATCHES_TABLE,
-    QUARANTINE_TABLE,
-    SCHEMA,
     LoadResult,
     QueryResult,
     StagedBatch,
+    TransientWarehouseError,
     Warehouse,
 )
-from analytics_pipeline.warehouse.duckdb import DuckDBWarehouse, WarehouseBusyError
 
 
-def _duckdb_from_settings(settings: Settings) -> Warehouse:
+def _duckdb(settings: Settings) -> Warehouse:
+    from analytics_pipeline.warehouse.duckdb import DuckDBWarehouse
+
     return DuckDBWarehouse(
         settings.duckdb_path, open_timeout_seconds=settings.warehouse_lock_wait_seconds
     )
 
 
-def _bigquery_from_settings(settings: Settings) -> Warehouse:
+def _bigquery(settings: Settings) -> Warehouse:
     from analytics_pipeline.warehouse.bigquery import BigQueryConfig, BigQueryWarehouse
 
     return BigQueryWarehouse(BigQueryConfig.from_settings(settings))
 
 
-# ANALYTICS_WAREHOUSE value -> factory. Each imports its client libraries inside its factory, so
-# the DuckDB path never needs the Google ones.
+# ANALYTICS_WAREHOUSE value -> factory. Each imports its client library inside, so a DuckDB
+# deployment never needs the Google libraries and a BigQuery one never imports DuckDB.
 WAREHOUSE_FACTORIES: dict[str, Callable[[Settings], Warehouse]] = {
-    "duckdb": _duckdb_from_settings,
-    "bigquery": _bigquery_from_settings,
+    "duckdb": _duckdb,
+    "bigquery": _bigquery,
 }
 
 
@@ -45,7 +41,8 @@ class UnknownWarehouseError(ValueError):
     """ANALYTICS_WAREHOUSE names a warehouse this version does not have."""
 
 
-def warehouse_from_settings(settings: Settings) -> Warehouse:
+def open_warehouse(settings: Settings) -> Warehouse:
+    """The warehouse `ANALYTICS_WAREHOUSE` names, configured from the other settings."""
     name = settings.warehouse.strip().lower()
     factory = WAREHOUSE_FACTORIES.get(name)
     if factory is None:
@@ -58,20 +55,12 @@ def warehouse_from_settings(settings: Settings) -> Warehouse:
 
 
 __all__ = [
-    "ALL_TABLES",
-    "DAILY_ACTIVE_USERS_TABLE",
-    "DAILY_EVENT_COUNTS_TABLE",
-    "EVENTS_TABLE",
-    "LOADED_BATCHES_TABLE",
-    "QUARANTINE_TABLE",
-    "SCHEMA",
     "WAREHOUSE_FACTORIES",
-    "DuckDBWarehouse",
     "LoadResult",
     "QueryResult",
     "StagedBatch",
+    "TransientWarehouseError",
     "UnknownWarehouseError",
     "Warehouse",
-    "WarehouseBusyError",
-    "warehouse_from_settings",
+    "open_warehouse",
 ]

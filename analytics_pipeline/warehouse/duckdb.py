@@ -6,17 +6,14 @@ contend for it, so every operation opens its own connection, holds it as briefly
 closes it; opening retries with exponential backoff and jitter while another process holds the
 lock, up to `open_timeout_seconds`.
 
-Loads hand the batches' gzip NDJSON files to DuckDB's own reader (`read_json` with explicit
-column types) into a temp table, and then one transaction does: in-load dedupe on the keys only,
-an anti join against recent `events`, the insert and the ledger rows. Never `executemany`
-(about 1,300 rows/s). `benchmarks/duckdb_load.py` measures this against a bare `read_json`.
-
-Dedupe window trade-off: the anti join only looks at `events` whose timestamp lies within
-`dedupe_window_days` of the load's min/max timestamp. That keeps the cost of each load bounded
-by the window (zone maps skip older row groups) instead of growing with the table. A duplicate
-whose corrected timestamp is further than the window from its first copy is inserted again;
-`duplicate_message_ids` surfaces such cases per day. Duplicates from retries carry (nearly) the
-same timestamp, so in practice the window only has to cover redelivery delays.
+A load arrives planned (`warehouse.base.LoadPlan`: the loader's store has already skipped
+batches in the ledger and keys already loaded, and computed the aggregate deltas). Its commit is
+one transaction: the fresh rows (msgspec writes them as NDJSON, DuckDB's own `read_json` reads
+them with explicit column types; never `executemany`, about 1,300 rows/s), the deltas added to
+the day rows of `daily_event_counts` and `daily_active_users`, and the ledger rows carrying the
+load id, which is what the loader's recovery looks for after a crash. No load reads `events`:
+its work does not grow with the table. `benchmarks/duckdb_load.py` measures it against a bare
+`read_json`.
 """
 
 from __future__ import annotations
@@ -26,27 +23,28 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from analytics_pipeline.contract.batches import BatchKind
-from analytics_pipeline.contract.rows import EVENT_COLUMNS, QUARANTINE_COLUMNS, QuarantineRow
-from analytics_pipeline.warehouse.base import (
+from analytics_pipeline.contract.batches import BatchKind, encode_rows
+from analytics_pipeline.contract.rows import QUARANTINE_COLUMNS, QuarantineRow
+from analytics_pipeline.warehouse.base import LoadPlan, QueryResult, TransientWarehouseError
+from analytics_pipeline.warehouse.tables import (
     ALL_TABLES,
     DAILY_ACTIVE_USERS_TABLE,
     DAILY_EVENT_COUNTS_TABLE,
     EVENTS_TABLE,
+    LOAD_SPECS,
+    LOADED_BATCHES_COLUMNS,
     LOADED_BATCHES_TABLE,
     QUARANTINE_TABLE,
     SCHEMA,
-    LoadResult,
-    QueryResult,
-    StagedBatch,
-    distinct_batches,
+    TABLE_COLUMNS,
+    TABLE_PRIMARY_KEYS,
+    LoadSpec,
 )
 
 # Largest single NDJSON line DuckDB accepts; a quarantined blob can be a few MiB of text.
@@ -57,126 +55,7 @@ _FIRST_RETRY_SECONDS = 0.02
 _MAX_RETRY_SECONDS = 1.0
 
 
-@dataclass(frozen=True)
-class Column:
-    name: str
-    sql_type: str
-    not_null: bool = False
-
-
-EVENT_TABLE_COLUMNS: tuple[Column, ...] = (
-    Column("message_id", "VARCHAR", not_null=True),
-    Column("type", "VARCHAR", not_null=True),
-    Column("event", "VARCHAR"),
-    Column("user_id", "VARCHAR"),
-    Column("anonymous_id", "VARCHAR"),
-    Column("group_id", "VARCHAR"),
-    Column("previous_id", "VARCHAR"),
-    Column("timestamp", "TIMESTAMP", not_null=True),
-    Column("original_timestamp", "TIMESTAMP"),
-    Column("sent_at", "TIMESTAMP"),
-    Column("received_at", "TIMESTAMP", not_null=True),
-    Column("properties", "JSON"),
-    Column("context", "JSON"),
-    Column("traits", "JSON"),
-    Column("batch_id", "VARCHAR"),
-    Column("loaded_at", "TIMESTAMP", not_null=True),
-)
-
-QUARANTINE_TABLE_COLUMNS: tuple[Column, ...] = (
-    Column("quarantine_id", "VARCHAR", not_null=True),
-    Column("reason", "VARCHAR", not_null=True),
-    Column("detail", "VARCHAR"),
-    Column("payload", "VARCHAR"),
-    Column("message_id", "VARCHAR"),
-    Column("received_at", "TIMESTAMP", not_null=True),
-    Column("source", "VARCHAR"),
-    Column("batch_id", "VARCHAR"),
-    Column("loaded_at", "TIMESTAMP", not_null=True),
-    Column("replayed_at", "TIMESTAMP"),  # set by `quarantine replay` once its events are resent
-)
-
-LOADED_BATCHES_COLUMNS: tuple[Column, ...] = (
-    Column("batch_id", "VARCHAR", not_null=True),
-    Column("kind", "VARCHAR", not_null=True),
-    Column("day", "DATE"),
-    Column("rows_declared", "BIGINT"),
-    Column("rows_inserted", "BIGINT"),
-    Column("duplicates_skipped", "BIGINT"),
-    Column("loaded_at", "TIMESTAMP", not_null=True),
-)
-
-DAILY_EVENT_COUNTS_COLUMNS: tuple[Column, ...] = (
-    Column("day", "DATE", not_null=True),
-    Column("type", "VARCHAR"),
-    Column("event", "VARCHAR"),
-    Column("events", "BIGINT"),
-    Column("users", "BIGINT"),
-    Column("updated_at", "TIMESTAMP"),
-)
-
-DAILY_ACTIVE_USERS_COLUMNS: tuple[Column, ...] = (
-    Column("day", "DATE", not_null=True),
-    Column("active_users", "BIGINT"),
-    Column("identified_users", "BIGINT"),
-    Column("anonymous_users", "BIGINT"),
-    Column("updated_at", "TIMESTAMP"),
-)
-
-TABLE_COLUMNS: dict[str, tuple[Column, ...]] = {
-    EVENTS_TABLE: EVENT_TABLE_COLUMNS,
-    QUARANTINE_TABLE: QUARANTINE_TABLE_COLUMNS,
-    LOADED_BATCHES_TABLE: LOADED_BATCHES_COLUMNS,
-    DAILY_EVENT_COUNTS_TABLE: DAILY_EVENT_COUNTS_COLUMNS,
-    DAILY_ACTIVE_USERS_TABLE: DAILY_ACTIVE_USERS_COLUMNS,
-}
-TABLE_PRIMARY_KEYS: dict[str, str] = {LOADED_BATCHES_TABLE: "batch_id"}
-
-
-@dataclass(frozen=True)
-class _LoadSpec:
-    """How one batch kind lands: its table, wire columns, dedupe key and window column."""
-
-    kind: BatchKind
-    table: str
-    wire_columns: tuple[Column, ...]
-    key: str
-    window_column: str
-    measure_latency: bool
-
-
-def _wire_columns(
-    table_columns: tuple[Column, ...], contract: tuple[str, ...]
-) -> tuple[Column, ...]:
-    """The table's columns that travel in the NDJSON, checked against the contract at import."""
-    by_name = {column.name: column for column in table_columns}
-    missing = [name for name in contract if name not in by_name]
-    if missing:
-        raise RuntimeError(f"warehouse table has no column for contract fields {missing}")
-    return tuple(by_name[name] for name in contract)
-
-
-_LOAD_SPECS: dict[BatchKind, _LoadSpec] = {
-    BatchKind.EVENTS: _LoadSpec(
-        kind=BatchKind.EVENTS,
-        table=EVENTS_TABLE,
-        wire_columns=_wire_columns(EVENT_TABLE_COLUMNS, EVENT_COLUMNS),
-        key="message_id",
-        window_column="timestamp",
-        measure_latency=True,
-    ),
-    BatchKind.QUARANTINE: _LoadSpec(
-        kind=BatchKind.QUARANTINE,
-        table=QUARANTINE_TABLE,
-        wire_columns=_wire_columns(QUARANTINE_TABLE_COLUMNS, QUARANTINE_COLUMNS),
-        key="quarantine_id",
-        window_column="received_at",
-        measure_latency=False,
-    ),
-}
-
-
-class WarehouseBusyError(RuntimeError):
+class WarehouseBusyError(TransientWarehouseError):
     """Another process kept the DuckDB file locked for longer than we were willing to wait."""
 
 
@@ -322,170 +201,195 @@ class DuckDBWarehouse:
         ).fetchall()
         return {row[0] for row in rows}
 
-    def load_batches(self, batches: Sequence[StagedBatch], dedupe_window_days: int) -> LoadResult:
-        """Exactly once: ledger skip per batch, then in-load and against-table dedupe per row.
+    def prepare(self, plan: LoadPlan) -> dict[str, Any]:
+        """Nothing is written before the commit: the commit is one transaction."""
+        return {}
 
-        A batch id repeated within the call is one batch (ids are derived from content), so it
-        is loaded, or counted as already loaded, once. `batches` counts distinct ids.
-        """
-        distinct, kind = distinct_batches(batches)
-        result = LoadResult(batches=len(distinct))
-        if kind is None:
-            return result
-        spec = _LOAD_SPECS[kind]
-
+    def commit(self, plan: LoadPlan, prepared: dict[str, Any]) -> None:
+        """One transaction: the rows, the aggregate deltas and the ledger rows (load id)."""
+        loaded_at = plan.loaded_at.astimezone(UTC).replace(tzinfo=None)
         with tempfile.TemporaryDirectory(prefix="analytics-load-") as folder:
-            # The gzip bodies go to DuckDB as they are: its reader gunzips the files in
-            # parallel, which measured ~0.2 s faster per 200k events than gunzip in Python plus
-            # writing five times the bytes. Written before the open: the lock covers SQL only.
-            files: dict[str, str] = {}
-            for index, batch in enumerate(distinct.values()):
-                file = Path(folder) / f"{index}.ndjson.gz"
-                file.write_bytes(batch.ndjson_gz)
-                files[batch.batch_id] = str(file)
-
+            # msgspec writes the NDJSON, DuckDB's reader loads it: never `executemany`.
+            # Written before the open: the file lock covers SQL only.
+            files = {}
+            tables = ((BatchKind.EVENTS, plan.events), (BatchKind.QUARANTINE, plan.quarantine))
+            for kind, rows in tables:
+                if rows:
+                    files[kind] = Path(folder) / f"{kind.value}.ndjson"
+                    files[kind].write_bytes(encode_rows(rows))
             with self._transaction() as connection:
-                already = self._ledger_hits(connection, list(distinct))
-                result.batches_already_loaded = len(already)
-                fresh = [batch for batch in distinct.values() if batch.batch_id not in already]
-                if fresh:
-                    self._load_fresh(connection, spec, fresh, files, dedupe_window_days, result)
-        return result
+                if self._has_load(connection, plan.load_id):
+                    return  # committed before: a retried commit changes nothing
+                for kind, file in files.items():
+                    self._insert_rows(connection, LOAD_SPECS[kind], file, loaded_at)
+                self._apply_deltas(connection, plan, loaded_at)
+                self._insert_ledger(connection, plan, loaded_at)
 
-    def _load_fresh(
-        self,
-        connection: duckdb.DuckDBPyConnection,
-        spec: _LoadSpec,
-        fresh: list[StagedBatch],
-        files: dict[str, str],
-        dedupe_window_days: int,
-        result: LoadResult,
+    def recover(self, load_id: str, prepared: dict[str, Any]) -> bool:
+        """Nothing to finish (a transaction commits or not): is the load's ledger there?"""
+        with self._connection(read_only=True) as connection:
+            if LOADED_BATCHES_TABLE not in self._existing_columns(connection):
+                return False
+            return self._has_load(connection, load_id)
+
+    @staticmethod
+    def _has_load(connection: duckdb.DuckDBPyConnection, load_id: str) -> bool:
+        row = connection.execute(
+            f"SELECT count(*) FROM {_qualified(LOADED_BATCHES_TABLE)} WHERE load_id = ?",
+            [load_id],
+        ).fetchone()
+        return bool(row and row[0])
+
+    @staticmethod
+    def _insert_rows(
+        connection: duckdb.DuckDBPyConnection, spec: LoadSpec, file: Path, loaded_at: datetime
     ) -> None:
-        loaded_at = _utc_now()
-        key, window = _quoted(spec.key), _quoted(spec.window_column)
+        names = [column.name for column in spec.wire_columns]
+        column_list = ", ".join(_quoted(name) for name in [*names, "loaded_at"])
         connection.execute(
-            "CREATE OR REPLACE TEMP TABLE load_batches AS SELECT "
-            "unnest(?::VARCHAR[]) AS filename, unnest(?::VARCHAR[]) AS staged_batch_id, "
-            "unnest(?::DATE[]) AS day, unnest(?::BIGINT[]) AS rows_declared",
+            f"INSERT INTO {_qualified(spec.table)} ({column_list}) "
+            f"SELECT {', '.join(_quoted(name) for name in names)}, ? "
+            "FROM read_json(?, format = 'newline_delimited', columns = ?, "
+            "maximum_object_size = ?)",
             [
-                [files[batch.batch_id] for batch in fresh],
-                [batch.batch_id for batch in fresh],
-                [date.fromisoformat(batch.day) for batch in fresh],
-                [batch.row_count for batch in fresh],
-            ],
-        )
-        wire_names = [column.name for column in spec.wire_columns]
-        connection.execute(
-            "CREATE OR REPLACE TEMP TABLE load_rows AS "
-            "SELECT r.* EXCLUDE (filename), b.staged_batch_id "
-            "FROM read_json(?::VARCHAR[], format = 'newline_delimited', columns = ?, "
-            "compression = 'gzip', filename = true, maximum_object_size = ?) AS r "
-            "JOIN load_batches AS b USING (filename)",
-            [
-                [files[batch.batch_id] for batch in fresh],
+                loaded_at,
+                str(file),
                 {column.name: column.sql_type for column in spec.wire_columns},
                 MAX_JSON_OBJECT_BYTES,
             ],
         )
-        # Dedupe on the keys only (a narrow hash aggregate), never by sorting the wide rows:
-        # the first copy of each key within the load wins, then keys already stored drop out.
-        low, high = connection.execute(
-            f"SELECT min({window}), max({window}) FROM load_rows"
-        ).fetchone() or (None, None)
-        first = "(received_at, staged_batch_id, rowid)"
-        latency_column = (
-            ", arg_min(sent_at, " + first + ") AS sent_at" if spec.measure_latency else ""
-        )
-        window_delta = timedelta(days=dedupe_window_days)
+
+    @staticmethod
+    def _apply_deltas(
+        connection: duckdb.DuckDBPyConnection, plan: LoadPlan, loaded_at: datetime
+    ) -> None:
+        """Add the load's deltas to the day rows of the aggregates (created when missing)."""
+        if plan.event_counts:
+            counts = _qualified(DAILY_EVENT_COUNTS_TABLE)
+            connection.execute(
+                "CREATE OR REPLACE TEMP TABLE event_count_deltas AS SELECT "
+                "unnest(?::DATE[]) AS day, unnest(?::VARCHAR[]) AS type, "
+                "unnest(?::VARCHAR[]) AS event, unnest(?::BIGINT[]) AS events, "
+                "unnest(?::BIGINT[]) AS users",
+                [
+                    [d.day for d in plan.event_counts],
+                    [d.type for d in plan.event_counts],
+                    [d.event for d in plan.event_counts],
+                    [d.events for d in plan.event_counts],
+                    [d.users for d in plan.event_counts],
+                ],
+            )
+            match = "t.day = d.day AND t.type = d.type AND t.event IS NOT DISTINCT FROM d.event"
+            connection.execute(
+                f"UPDATE {counts} AS t SET events = t.events + d.events, "
+                f"users = t.users + d.users, updated_at = ? FROM event_count_deltas AS d "
+                f"WHERE {match}",
+                [loaded_at],
+            )
+            connection.execute(
+                f"INSERT INTO {counts} (day, type, event, events, users, updated_at) "
+                "SELECT d.day, d.type, d.event, d.events, d.users, ? FROM event_count_deltas AS d "
+                f"WHERE NOT EXISTS (SELECT 1 FROM {counts} AS t WHERE {match})",
+                [loaded_at],
+            )
+            connection.execute("DROP TABLE temp.event_count_deltas")
+        if plan.active_users:
+            active = _qualified(DAILY_ACTIVE_USERS_TABLE)
+            for delta in plan.active_users:
+                values = [delta.active_users, delta.identified_users, delta.anonymous_users]
+                changed = connection.execute(
+                    f"UPDATE {active} SET active_users = active_users + ?, "
+                    "identified_users = identified_users + ?, "
+                    "anonymous_users = anonymous_users + ?, updated_at = ? WHERE day = ? "
+                    "RETURNING day",
+                    [*values, loaded_at, delta.day],
+                ).fetchall()
+                if not changed:
+                    connection.execute(
+                        f"INSERT INTO {active} (day, active_users, identified_users, "
+                        "anonymous_users, updated_at) VALUES (?, ?, ?, ?, ?)",
+                        [delta.day, *values, loaded_at],
+                    )
+
+    @staticmethod
+    def _insert_ledger(
+        connection: duckdb.DuckDBPyConnection, plan: LoadPlan, loaded_at: datetime
+    ) -> None:
+        batches = plan.batches
         connection.execute(
-            "CREATE OR REPLACE TEMP TABLE load_new AS "
-            f"SELECT arg_min(rowid, {first}) AS row_id, "
-            f"arg_min(staged_batch_id, {first}) AS staged_batch_id{latency_column} "
-            f"FROM load_rows AS c "
-            f"WHERE NOT EXISTS (SELECT 1 FROM {_qualified(spec.table)} AS t "
-            f"WHERE t.{key} = c.{key} AND t.{window} BETWEEN ? AND ?) "
-            f"GROUP BY c.{key}",
+            f"INSERT INTO {_qualified(LOADED_BATCHES_TABLE)} "
+            "(batch_id, kind, day, rows_declared, rows_inserted, duplicates_skipped, loaded_at, "
+            "load_id) SELECT unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), unnest(?::DATE[]), "
+            "unnest(?::BIGINT[]), unnest(?::BIGINT[]), unnest(?::BIGINT[]), ?, ?",
             [
-                (low or loaded_at) - window_delta,
-                (high or loaded_at) + window_delta,
+                [b.batch_id for b in batches],
+                [b.kind.value for b in batches],
+                [date.fromisoformat(b.day) for b in batches],
+                [b.rows_declared for b in batches],
+                [b.rows_inserted for b in batches],
+                [b.duplicates_skipped for b in batches],
+                loaded_at,
+                plan.load_id,
             ],
         )
 
-        select_list = ", ".join(
-            "coalesce(batch_id, staged_batch_id)" if name == "batch_id" else _quoted(name)
-            for name in wire_names
+    def loaded_since(self, since: datetime, event_days: int) -> Iterator[tuple[str, ...]]:
+        moment = since.astimezone(UTC).replace(tzinfo=None)
+        queries = (
+            (
+                "event",
+                EVENTS_TABLE,
+                'message_id, CAST("timestamp" AS DATE)::VARCHAR, type, event, '
+                "user_id, anonymous_id",
+            ),
+            ("quarantine", QUARANTINE_TABLE, "quarantine_id"),
+            ("batch", LOADED_BATCHES_TABLE, "batch_id"),
         )
-        column_list = ", ".join(_quoted(name) for name in [*wire_names, "loaded_at"])
-        connection.execute(
-            f"INSERT INTO {_qualified(spec.table)} ({column_list}) "
-            f"SELECT {select_list}, ? FROM load_rows "
-            "WHERE rowid IN (SELECT row_id FROM load_new)",
-            [loaded_at],
-        )
-        ledger = connection.execute(
-            f"INSERT INTO {_qualified(LOADED_BATCHES_TABLE)} "
-            "(batch_id, kind, day, rows_declared, rows_inserted, duplicates_skipped, loaded_at) "
-            "SELECT b.staged_batch_id, ?, b.day, b.rows_declared, coalesce(n.rows, 0), "
-            "coalesce(r.rows, 0) - coalesce(n.rows, 0), ? FROM load_batches AS b "
-            "LEFT JOIN (SELECT staged_batch_id, count(*) AS rows FROM load_rows GROUP BY ALL) AS r "
-            "USING (staged_batch_id) "
-            "LEFT JOIN (SELECT staged_batch_id, count(*) AS rows FROM load_new GROUP BY ALL) AS n "
-            "USING (staged_batch_id) "
-            "RETURNING rows_declared, rows_inserted, duplicates_skipped",
-            [spec.kind.value, loaded_at],
-        ).fetchall()
-        for declared, inserted, skipped in ledger:
-            result.rows_declared += declared
-            result.rows_inserted += inserted
-            result.duplicates_skipped += skipped
-            result.rows_received += inserted + skipped
-        result.loaded_batch_ids = [batch.batch_id for batch in fresh]
-
-        if spec.measure_latency:
-            p50, worst = connection.execute(
-                "SELECT quantile_cont(epoch(?::TIMESTAMP - sent_at), 0.5), "
-                "max(epoch(?::TIMESTAMP - sent_at)) FROM load_new WHERE sent_at IS NOT NULL",
-                [loaded_at, loaded_at],
-            ).fetchone() or (None, None)
-            result.seconds_from_sent_at_p50 = p50
-            result.seconds_from_sent_at_max = worst
-        for table in ("load_new", "load_rows", "load_batches"):
-            connection.execute(f"DROP TABLE IF EXISTS temp.{table}")
+        with self._connection(read_only=True) as connection:
+            existing = self._existing_columns(connection)
+            for kind, table, columns in queries:
+                if table not in existing:
+                    continue
+                rows = connection.execute(
+                    f"SELECT {columns} FROM {_qualified(table)} WHERE loaded_at >= ?", [moment]
+                ).fetchall()
+                for row in rows:
+                    yield (kind, *row)
 
     # -- aggregates ------------------------------------------------------------------------
 
     def refresh_daily_event_counts(self, day: date) -> int:
-        start, end = _day_bounds(day)
-        with self._transaction() as connection:
-            connection.execute(
-                f"DELETE FROM {_qualified(DAILY_EVENT_COUNTS_TABLE)} WHERE day = ?", [day]
-            )
-            row = connection.execute(
-                f"INSERT INTO {_qualified(DAILY_EVENT_COUNTS_TABLE)} "
-                "(day, type, event, events, users, updated_at) "
-                "SELECT ?::DATE, type, event, count(*), "
-                "count(DISTINCT coalesce(user_id, anonymous_id)), ? "
-                f"FROM {_qualified(EVENTS_TABLE)} "
-                'WHERE "timestamp" >= ? AND "timestamp" < ? GROUP BY type, event',
-                [day, _utc_now(), start, end],
-            ).fetchone()
-        return int(row[0]) if row else 0
+        return self._refresh_day(
+            DAILY_EVENT_COUNTS_TABLE,
+            day,
+            "(day, type, event, events, users, updated_at) "
+            "SELECT ?::DATE, type, event, count(*), "
+            "count(DISTINCT coalesce(user_id, anonymous_id)), ? "
+            f"FROM {_qualified(EVENTS_TABLE)} "
+            'WHERE "timestamp" >= ? AND "timestamp" < ? GROUP BY type, event',
+        )
 
     def refresh_daily_active_users(self, day: date) -> int:
         """One row per day that has events; a day without events gets no row."""
+        return self._refresh_day(
+            DAILY_ACTIVE_USERS_TABLE,
+            day,
+            "(day, active_users, identified_users, anonymous_users, updated_at) "
+            "SELECT ?::DATE, count(DISTINCT coalesce(user_id, anonymous_id)), "
+            "count(DISTINCT user_id), "
+            "count(DISTINCT anonymous_id) FILTER (WHERE user_id IS NULL), ? "
+            f"FROM {_qualified(EVENTS_TABLE)} "
+            'WHERE "timestamp" >= ? AND "timestamp" < ? HAVING count(*) > 0',
+        )
+
+    def _refresh_day(self, table: str, day: date, columns_and_select: str) -> int:
+        """Replace one day of an aggregate in a transaction; the SELECT takes (day, now, start,
+        end) as parameters. Returns the rows written."""
         start, end = _day_bounds(day)
         with self._transaction() as connection:
-            connection.execute(
-                f"DELETE FROM {_qualified(DAILY_ACTIVE_USERS_TABLE)} WHERE day = ?", [day]
-            )
+            connection.execute(f"DELETE FROM {_qualified(table)} WHERE day = ?", [day])
             row = connection.execute(
-                f"INSERT INTO {_qualified(DAILY_ACTIVE_USERS_TABLE)} "
-                "(day, active_users, identified_users, anonymous_users, updated_at) "
-                "SELECT ?::DATE, count(DISTINCT coalesce(user_id, anonymous_id)), "
-                "count(DISTINCT user_id), "
-                "count(DISTINCT anonymous_id) FILTER (WHERE user_id IS NULL), ? "
-                f"FROM {_qualified(EVENTS_TABLE)} "
-                'WHERE "timestamp" >= ? AND "timestamp" < ? HAVING count(*) > 0',
+                f"INSERT INTO {_qualified(table)} {columns_and_select}",
                 [day, _utc_now(), start, end],
             ).fetchone()
         return int(row[0]) if row else 0

@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,27 +29,27 @@ import pytest
 
 from analytics_pipeline import aws
 from analytics_pipeline.client import Client
+from analytics_pipeline.contract import blob_quarantine_id, event_quarantine_id
 from analytics_pipeline.contract.batches import BatchHeader, BatchKind, Payload
-from analytics_pipeline.contract.parse import blob_quarantine_id, event_quarantine_id
-from analytics_pipeline.local.bootstrap import ensure_resources
+from analytics_pipeline.loader import BatchQueue
+from analytics_pipeline.local.processes import ChildProcess
 from analytics_pipeline.local.stack import child_env
 from analytics_pipeline.settings import Settings
-from analytics_pipeline.warehouse import warehouse_from_settings
-from analytics_pipeline_tests.catalogue import (
+from analytics_pipeline.warehouse import open_warehouse
+from analytics_pipeline_testkit.catalogue import (
     ACCEPTED,
     CATALOGUE,
     BadInput,
     Build,
     event_positions,
 )
-from analytics_pipeline_tests.e2e.stack import (
+from analytics_pipeline_testkit.processes import (
     DagsterDev,
-    Process,
-    free_port,
-    start_trigger,
-    wait_for,
+    is_loopback,
+    listening_addresses,
+    running_stack,
+    wait_showing_logs,
 )
-from analytics_pipeline_tests.listening import is_loopback, listening_addresses
 
 pytestmark = pytest.mark.e2e
 
@@ -58,26 +58,13 @@ VISIBILITY_SECONDS = 20  # a poison message comes back quickly; a good batch loa
 
 
 @pytest.fixture
-def settings(aws_endpoint: str, tmp_path: Path) -> Settings:
-    name = f"cat-{uuid.uuid4().hex[:8]}"
-    settings = Settings.from_env(
-        {
-            "AWS_ENDPOINT_URL": aws_endpoint,
-            "ANALYTICS_STREAM_NAME": name,
-            "ANALYTICS_STREAM_SHARDS": "1",
-            "ANALYTICS_QUEUE_NAME": name,
-            "ANALYTICS_BUCKET": name,
-            "ANALYTICS_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
-            "ANALYTICS_STATE_DIR": str(tmp_path / "state"),
-            "DAGSTER_HOME": str(tmp_path / "dagster_home"),
-            "ANALYTICS_QUEUE_MAX_RECEIVES": str(MAX_RECEIVES),
-            "ANALYTICS_SQS_VISIBILITY_SECONDS": str(VISIBILITY_SECONDS),
-            "ANALYTICS_TRIGGER_POLL_SECONDS": "0.2",
-        }
+def settings(new_pipeline: Callable[..., Settings]) -> Settings:
+    return new_pipeline(
+        ANALYTICS_STREAM_SHARDS="1",
+        ANALYTICS_QUEUE_MAX_RECEIVES=str(MAX_RECEIVES),
+        ANALYTICS_SQS_VISIBILITY_SECONDS=str(VISIBILITY_SECONDS),
+        ANALYTICS_TRIGGER_POLL_SECONDS="0.2",
     )
-    settings.state_dir.mkdir(parents=True)
-    ensure_resources(settings)
-    return settings
 
 
 @pytest.fixture
@@ -90,15 +77,9 @@ def secret(monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 @pytest.fixture
-def stack(settings: Settings, secret: str) -> Iterator[tuple[Process, DagsterDev]]:
-    trigger = start_trigger(settings)
-    dagster = DagsterDev(settings, free_port())
-    try:
-        dagster.wait_ready()
-        yield trigger, dagster
-    finally:
-        dagster.stop()
-        trigger.stop()
+def stack(settings: Settings, secret: str) -> Iterator[tuple[ChildProcess, DagsterDev]]:
+    with running_stack(settings) as processes:
+        yield processes
 
 
 class GoodTraffic(threading.Thread):
@@ -153,7 +134,7 @@ def put_poison(settings: Settings) -> dict[str, str]:
     expected = {}
     for batch_id, body, why in (
         (f"corrupt-gzip-{uuid.uuid4().hex[:6]}", base64.b64encode(b"not gzip").decode(), "load:"),
-        (f"not-base64-{uuid.uuid4().hex[:6]}", "*** not base64 ***", "stage:"),
+        (f"not-base64-{uuid.uuid4().hex[:6]}", "*** not base64 ***", "load:"),
     ):
         header = BatchHeader(batch_id, BatchKind.EVENTS, today, 1, "", "", Payload.INLINE)
         sqs.send_message(
@@ -161,22 +142,17 @@ def put_poison(settings: Settings) -> dict[str, str]:
         )
         expected[batch_id] = why
     sqs.send_message(QueueUrl=url, MessageBody="a stray message, not a batch")
-    expected["no-header"] = "stage: missing message attribute"
+    expected["no-header"] = "load: missing message attribute"
     return expected
 
 
-def queue_counts(settings: Settings, name: str) -> int:
-    sqs = aws.client("sqs", settings)
-    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
-    attributes = sqs.get_queue_attributes(
-        QueueUrl=url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return sum(int(value) for value in attributes.values())
+def queue_counts(settings: Settings, dead_letters: bool = False) -> int:
+    """Messages waiting or in flight in the queue (or its dead-letter queue)."""
+    return sum(BatchQueue.for_settings(settings, dead_letters=dead_letters).depth().values())
 
 
 def test_the_catalogue_and_poison_batches_end_to_end_while_good_events_flow(
-    settings: Settings, stack: tuple[Process, DagsterDev], secret: str, tmp_path: Path
+    settings: Settings, stack: tuple[ChildProcess, DagsterDev], secret: str, tmp_path: Path
 ) -> None:
     trigger, dagster = stack
     # Everything we start listens on loopback only (webserver, code server, daemon, trigger).
@@ -200,7 +176,7 @@ def test_the_catalogue_and_poison_batches_end_to_end_while_good_events_flow(
     expected_quarantine = sum(
         1 for entry in CATALOGUE for outcome in entry.outcomes if outcome != ACCEPTED
     )
-    warehouse = warehouse_from_settings(settings)
+    warehouse = open_warehouse(settings)
 
     def settled() -> tuple[int, int, int, int] | None:
         assert trigger.alive(), trigger.tail()
@@ -211,17 +187,13 @@ def test_the_catalogue_and_poison_batches_end_to_end_while_good_events_flow(
         seen = (
             counts.get("events", 0),
             counts.get("events_quarantine", 0),
-            queue_counts(settings, settings.queue_name),
-            queue_counts(settings, settings.dlq_name),
+            queue_counts(settings),
+            queue_counts(settings, dead_letters=True),
         )
         wanted = (len(expected_events), expected_quarantine, 0, len(poison))
         return seen if seen == wanted else None
 
-    try:
-        wait_for(settled, timeout=300, interval=2, what="events, quarantine, queue and DLQ")
-    except AssertionError:
-        print(trigger.tail(), dagster.tail(80), sep="\n----\n")
-        raise
+    wait_showing_logs(stack, settled, 300, what="events, quarantine, queue and DLQ")
 
     loaded = warehouse.query(
         "SELECT message_id, count(*) FROM analytics.events GROUP BY message_id"

@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,11 +34,27 @@ from typing import Any
 import pytest
 
 from analytics_pipeline import aws
+from analytics_pipeline.loader import BatchQueue
 from analytics_pipeline.local.bootstrap import ensure_resources
+from analytics_pipeline.local.processes import ChildProcess
 from analytics_pipeline.local.stack import child_env
 from analytics_pipeline.settings import Settings
 from analytics_pipeline.warehouse.duckdb import DuckDBWarehouse
-from analytics_pipeline_tests.conftest import unique_settings_env
+from analytics_pipeline_testkit.environments import unique_settings_env
+from analytics_pipeline_testkit.processes import (
+    command_line,
+    descendants,
+    free_port,
+    graphql,
+    is_loopback,
+    kill_tree_at_once,
+    listening_addresses,
+    pid_of_client,
+    server_answers,
+    wait_for,
+    wait_gone,
+)
+from analytics_pipeline_testkit.traffic import blob, track_event
 from analytics_pipeline_tests.e2e.fault_proxy import (
     Call,
     DelayResponse,
@@ -51,21 +68,6 @@ from analytics_pipeline_tests.e2e.fault_proxy import (
     received_messages,
     sent_batch_ids,
 )
-from analytics_pipeline_tests.e2e.processes import (
-    command_line,
-    descendants,
-    kill_tree_at_once,
-    pid_of_client,
-    wait_gone,
-)
-from analytics_pipeline_tests.e2e.stack import (
-    Process,
-    free_port,
-    graphql,
-    server_answers,
-    wait_for,
-)
-from analytics_pipeline_tests.test_local.traffic import blob, track_event
 
 pytestmark = pytest.mark.e2e
 
@@ -86,7 +88,7 @@ class Stack:
     direct: Settings  # the test's own AWS calls go straight to the emulator
     proxy: FaultProxy
     base_dir: Path
-    supervisor: Process | None = None
+    supervisor: ChildProcess | None = None
     port: int = 0
     starts: int = 0
 
@@ -95,11 +97,12 @@ class Stack:
         self.starts += 1
         env = child_env(self.settings)
         env["DAGSTER_DISABLE_TELEMETRY"] = "1"
-        self.supervisor = Process(
+        self.supervisor = ChildProcess(
+            "dev",
             [sys.executable, "-m", "analytics_pipeline.cli", "dev", "--port", str(self.port)],
-            env,
             self.base_dir / f"dev-{self.starts}.log",
-        )
+            env,
+        ).start()
         wait_for(self._ready, timeout=180, interval=1, what="analytics-pipeline dev")
 
     def _ready(self) -> bool:
@@ -135,20 +138,11 @@ class Stack:
 
     def queue_depths(self) -> tuple[int, int]:
         """(messages in the queue, visible or in flight; messages in the dead-letter queue)."""
-        sqs = aws.client("sqs", self.direct)
-
-        def depth(name: str) -> int:
-            url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
-            attributes = sqs.get_queue_attributes(
-                QueueUrl=url,
-                AttributeNames=[
-                    "ApproximateNumberOfMessages",
-                    "ApproximateNumberOfMessagesNotVisible",
-                ],
-            )["Attributes"]
-            return sum(int(value) for value in attributes.values())
-
-        return depth(self.direct.queue_name), depth(self.direct.dlq_name)
+        main, dead = (
+            sum(BatchQueue.for_settings(self.direct, dead_letters=dlq).depth().values())
+            for dlq in (False, True)
+        )
+        return main, dead
 
     def log_text(self, name: str) -> str:
         path = self.settings.state_dir / name
@@ -317,6 +311,30 @@ def settle(
 
 
 # -- scenarios -------------------------------------------------------------------------------
+
+
+def test_dev_serves_the_collector_on_loopback(stack: Stack) -> None:
+    """`dev` starts the HTTP collector beside the rest and prints its URL (127.0.0.1:8088 by
+    default; here the free port the test configured)."""
+    url = f"http://127.0.0.1:{stack.settings.collector_port}"
+    assert (Settings.from_env({}).collector_host, Settings.from_env({}).collector_port) == (
+        "127.0.0.1",
+        8088,
+    )
+    wait_for(lambda: http_status(f"{url}/health") == 200, 60, 0.5, "the collector of dev")
+    assert f"Collector (Segment HTTP API): {url}/v1" in stack.supervisor.log_path.read_text()
+    collector = [p for p in stack.pipeline_pids() if command_line(p).endswith("cli collector")]
+    assert len(collector) == 1
+    addresses = listening_addresses(collector[0])
+    assert addresses and all(is_loopback(address) for address, _ in addresses), addresses
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status
+    except OSError:
+        return 0
 
 
 def test_trigger_killed_mid_batch_is_restarted_and_skips_nothing(stack: Stack) -> None:

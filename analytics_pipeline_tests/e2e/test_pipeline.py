@@ -21,16 +21,17 @@ import pytest
 
 from analytics_pipeline import aws
 from analytics_pipeline.client import Client
+from analytics_pipeline.loader import BatchQueue
 from analytics_pipeline.local.bootstrap import ensure_resources
+from analytics_pipeline.local.processes import ChildProcess
 from analytics_pipeline.settings import Settings
-from analytics_pipeline.warehouse import warehouse_from_settings
-from analytics_pipeline_tests.conftest import BigQueryEndpoint
-from analytics_pipeline_tests.e2e.stack import (
+from analytics_pipeline.warehouse import open_warehouse
+from analytics_pipeline_testkit.environments import BigQueryEndpoint
+from analytics_pipeline_testkit.processes import (
     DagsterDev,
-    Process,
-    free_port,
-    start_trigger,
+    running_stack,
     wait_for,
+    wait_showing_logs,
 )
 
 pytestmark = pytest.mark.e2e
@@ -182,34 +183,22 @@ def e2e_settings(request: pytest.FixtureRequest, aws_endpoint: str, tmp_path: Pa
 
 
 @pytest.fixture
-def running_stack(e2e_settings: Settings) -> Iterator[tuple[Process, DagsterDev]]:
-    trigger = start_trigger(e2e_settings)
-    dagster = DagsterDev(e2e_settings, free_port())
-    try:
-        dagster.wait_ready()
-        yield trigger, dagster
-    finally:
-        dagster.stop()
-        trigger.stop()
+def stack(e2e_settings: Settings) -> Iterator[tuple[ChildProcess, DagsterDev]]:
+    with running_stack(e2e_settings) as processes:
+        yield processes
 
 
 def _queue_empty(settings: Settings) -> bool:
-    sqs = aws.client("sqs", settings)
-    url = sqs.get_queue_url(QueueName=settings.queue_name)["QueueUrl"]
-    attributes = sqs.get_queue_attributes(
-        QueueUrl=url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return all(int(value) == 0 for value in attributes.values())
+    return not any(BatchQueue.for_settings(settings).depth().values())
 
 
 def test_events_flow_exactly_once_from_clients_to_the_warehouse(
-    e2e_settings: Settings, running_stack: tuple[Process, DagsterDev]
+    e2e_settings: Settings, stack: tuple[ChildProcess, DagsterDev]
 ) -> None:
-    trigger, dagster = running_stack
+    trigger, dagster = stack
     settings = e2e_settings
     traffic = send_traffic(settings)
-    warehouse = warehouse_from_settings(settings)
+    warehouse = open_warehouse(settings)
 
     def loaded() -> tuple[int, int] | None:
         assert trigger.alive(), trigger.tail()
@@ -221,11 +210,7 @@ def test_events_flow_exactly_once_from_clients_to_the_warehouse(
         seen = (counts.get("events", 0), counts.get("events_quarantine", 0))
         return seen if seen == expected and _queue_empty(settings) else None
 
-    try:
-        wait_for(loaded, timeout=240, interval=2, what="every event loaded and the queue empty")
-    except AssertionError:
-        print(trigger.tail(), dagster.tail(80), sep="\n----\n")
-        raise
+    wait_showing_logs(stack, loaded, 240, what="every event loaded and the queue empty")
 
     events = warehouse.query(
         "SELECT message_id, count(*) FROM analytics.events GROUP BY message_id"
@@ -281,27 +266,35 @@ def _assert_dagster_view(dagster: DagsterDev, settings: Settings, warehouse, eve
     runs = dagster.graphql(
         "{ runsOrError(limit: 200) { ... on Runs { results { runId jobName status } } } }"
     )["runsOrError"]["results"]
-    load_runs = [run for run in runs if run["jobName"] == "load_batches_job"]
-    assert load_runs, "the sensor started no load run"
+    loops = [run for run in runs if run["jobName"] == "events_loop_job"]
+    assert [run["status"] for run in loops] == ["STARTED"], runs  # one loop, alive
     assert not [run for run in runs if run["status"] == "FAILURE"], runs
 
-    # The aggregates follow on their cooldown (one cron tick, at most a minute).
+    # Every micro-batch is a materialization of its day, from the loop run, with its metadata.
     today = datetime.now(UTC).date()
+    history = dagster.graphql(
+        """{ assetNodes(assetKeys: [{path: ["events"]}, {path: ["daily_event_counts"]}]) {
+              assetKey { path }
+              assetMaterializations(limit: 50) { partition runId
+                metadataEntries { label } } } }"""
+    )["assetNodes"]
+    by_asset = {"/".join(node["assetKey"]["path"]): node for node in history}
+    events_history = by_asset["events"]["assetMaterializations"]
+    assert {m["partition"] for m in events_history} >= {today.isoformat()}
+    assert {m["runId"] for m in events_history} == {loops[0]["runId"]}
+    labels = {entry["label"] for entry in events_history[0]["metadataEntries"]}
+    assert {"rows_loaded", "duplicates_skipped", "seconds_from_sent_at_p50"} <= labels
+    assert by_asset["daily_event_counts"]["assetMaterializations"]  # kept by the same loads
 
-    def aggregated() -> bool:
-        try:
-            result = warehouse.query(
-                "SELECT coalesce(sum(events), 0) FROM analytics.daily_event_counts WHERE day = ?",
-                [today],
-            )
-            in_events = warehouse.query(
-                "SELECT count(*) FROM analytics.events WHERE CAST(timestamp AS DATE) = ?", [today]
-            )
-        except Exception:
-            return False
-        return result.rows[0][0] == in_events.rows[0][0] > 0
-
-    wait_for(aggregated, timeout=150, interval=3, what="daily_event_counts for today")
+    # The aggregates are current with the events, incrementally, with no refresh run.
+    result = warehouse.query(
+        "SELECT coalesce(sum(events), 0) FROM analytics.daily_event_counts WHERE day = ?",
+        [today],
+    )
+    in_events = warehouse.query(
+        "SELECT count(*) FROM analytics.events WHERE CAST(timestamp AS DATE) = ?", [today]
+    )
+    assert result.rows[0][0] == in_events.rows[0][0] > 0
 
     def duplicate_check_passed() -> bool:
         checks = dagster.graphql(

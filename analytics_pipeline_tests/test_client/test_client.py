@@ -21,7 +21,7 @@ from analytics_pipeline.client import (
     QueueFullError,
     SendError,
 )
-from analytics_pipeline_tests.test_client.kinesis_double import (
+from analytics_pipeline_testkit.doubles import (
     THROTTLED,
     KinesisDouble,
     decode_blob,

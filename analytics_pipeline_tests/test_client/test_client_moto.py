@@ -10,8 +10,8 @@ import pytest
 from analytics_pipeline.client import Client
 from analytics_pipeline.client.client import kinesis_client
 from analytics_pipeline.settings import Settings
-from analytics_pipeline_tests.test_client.kinesis_double import decode_blob
-from analytics_pipeline_tests.test_client.stream_reader import read_stream
+from analytics_pipeline_testkit.doubles import decode_blob
+from analytics_pipeline_testkit.traffic import read_stream
 
 
 @pytest.mark.e2e

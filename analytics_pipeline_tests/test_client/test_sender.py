@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import deque
 from datetime import UTC, datetime
 
-from analytics_pipeline.client.consumer import DeviceBuffer, OutgoingBlob, PendingEvent
+from analytics_pipeline.client.event_queue import DeviceBuffer, OutgoingBlob, PendingEvent
 from analytics_pipeline.client.sender import KinesisSender, SendError
-from analytics_pipeline_tests.test_client.kinesis_double import KinesisDouble, throttling_error
+from analytics_pipeline_testkit.doubles import KinesisDouble, throttling_error
 
 
 def blob() -> OutgoingBlob:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import msgspec
 
 from analytics_pipeline.contract import Limits
-from analytics_pipeline.contract.parse import PRECOUNT_MIN_COMMAS
-from analytics_pipeline_tests.test_contract.blobs import blob_bytes, parse, track
+from analytics_pipeline.contract.blob import PRECOUNT_MIN_COMMAS
+from analytics_pipeline_testkit.blobs import blob_bytes, parse, track
 
 TRICKY = 'a,b "quoted, [with] {brackets}" \\ back\\slash ,,,'
 

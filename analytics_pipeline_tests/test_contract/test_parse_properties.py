@@ -17,7 +17,7 @@ from analytics_pipeline.contract import (
     event_quarantine_id,
     is_blob_rejection,
 )
-from analytics_pipeline_tests.test_contract.blobs import SOURCE, batch_spans, parse
+from analytics_pipeline_testkit.blobs import SOURCE, batch_spans, parse
 
 FAST = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 REASONS = {reason.value for reason in Reason}

@@ -20,7 +20,7 @@ from analytics_pipeline.contract import (
     event_quarantine_id,
     is_blob_rejection,
 )
-from analytics_pipeline_tests.test_contract.blobs import (
+from analytics_pipeline_testkit.blobs import (
     RECEIVED_AT,
     REMOVE,
     SOURCE,

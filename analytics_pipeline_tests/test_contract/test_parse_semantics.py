@@ -21,7 +21,7 @@ from analytics_pipeline.contract import (
     is_blob_rejection,
     parse_blob,
 )
-from analytics_pipeline_tests.test_contract.blobs import (
+from analytics_pipeline_testkit.blobs import (
     BLOB_CONTEXT,
     RECEIVED_AT,
     REMOVE,

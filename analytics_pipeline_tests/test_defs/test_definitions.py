@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 
 from analytics_pipeline.definitions import build_definitions
-from analytics_pipeline.defs.ingest import LOAD_JOB_NAME
+from analytics_pipeline.defs.ingest import LOOP_JOB_NAME
 from analytics_pipeline.settings import Settings
 
 SNAPSHOT = Path(__file__).with_name("asset_specs.snapshot.json")
@@ -70,8 +70,8 @@ def test_sensors_start_running() -> None:
         assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
 
 
-def test_load_job_runs_in_process() -> None:
-    job = _definitions().resolve_job_def(LOAD_JOB_NAME)
+def test_the_load_loop_runs_in_process() -> None:
+    job = _definitions().resolve_job_def(LOOP_JOB_NAME)
     assert job.executor_def.name == "in_process"
 
 

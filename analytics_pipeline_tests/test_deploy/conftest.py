@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from analytics_pipeline_tests.test_deploy.lambda_package import boto3_only_python, build_zip
+from analytics_pipeline_testkit.lambda_package import boto3_only_python, build_zip
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,10 @@
 deploy/dagster/dagster.yaml (PostgreSQL storage through dagster-postgres, compute logs to S3,
 run retries and monitoring) and deploy/dagster/workspace.yaml (the code location from a
 `dagster api grpc` server) run the same traffic as e2e/test_pipeline.py: every valid messageId
-lands once, every invalid one in quarantine with its reason, and the runs are in PostgreSQL's
-own tables, their step logs in the bucket.
+lands once, every invalid one in quarantine with its reason. The load loop runs as it does in
+production, only shorter (ANALYTICS_LOOP_SECONDS 30): its run ends, the sensor starts the next
+one, and both runs, each load's materializations and the finished run's step logs are where the
+instance config puts them (PostgreSQL's tables, the bucket).
 """
 
 from __future__ import annotations
@@ -16,16 +18,25 @@ from pathlib import Path
 import pytest
 
 from analytics_pipeline import aws
+from analytics_pipeline.defs.ingest.loop import LOOP_JOB_NAME
+from analytics_pipeline.loader import BatchQueue
 from analytics_pipeline.local.bootstrap import ensure_resources
 from analytics_pipeline.settings import Settings
-from analytics_pipeline.warehouse import warehouse_from_settings
-from analytics_pipeline_tests.conftest import free_port
-from analytics_pipeline_tests.e2e.stack import start_trigger, wait_for
+from analytics_pipeline.warehouse import open_warehouse
+from analytics_pipeline_testkit.dagster_production import ProductionDagster
+from analytics_pipeline_testkit.postgres import PostgresServer, start_postgres
+from analytics_pipeline_testkit.processes import (
+    descendants,
+    free_port,
+    start_trigger,
+    wait_gone,
+    wait_showing_logs,
+)
 from analytics_pipeline_tests.e2e.test_pipeline import send_traffic
-from analytics_pipeline_tests.test_deploy.dagster_production import ProductionDagster
-from analytics_pipeline_tests.test_deploy.postgres import PostgresServer, start_postgres
 
 pytestmark = pytest.mark.e2e
+
+LOOP_SECONDS = 30
 
 
 @pytest.fixture
@@ -48,8 +59,10 @@ def settings(aws_endpoint: str, tmp_path: Path) -> Settings:
             "ANALYTICS_BUCKET": name,
             "ANALYTICS_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
             "ANALYTICS_STATE_DIR": str(tmp_path / "state"),
+            "ANALYTICS_LOADER_STATE_DIR": str(tmp_path / "loader"),
             "DAGSTER_HOME": str(tmp_path / "dagster_home"),
             "ANALYTICS_SENSOR_INTERVAL_SECONDS": "5",
+            "ANALYTICS_LOOP_SECONDS": str(LOOP_SECONDS),
         }
     )
     settings.state_dir.mkdir(parents=True)
@@ -57,54 +70,52 @@ def settings(aws_endpoint: str, tmp_path: Path) -> Settings:
     return settings
 
 
+def _loop_runs(dagster: ProductionDagster) -> list[dict]:
+    runs = dagster.graphql(
+        "{ runsOrError(limit: 100) { ... on Runs { results { runId jobName status } } } }"
+    )["runsOrError"]["results"]
+    return [run for run in runs if run["jobName"] == LOOP_JOB_NAME]
+
+
 def test_the_pipeline_runs_with_dagster_on_postgresql(
     settings: Settings, postgres: PostgresServer
 ) -> None:
     trigger = start_trigger(settings)
     dagster = ProductionDagster(settings, postgres, free_port(), free_port())
+    processes = (trigger, dagster.code_server, dagster.dev)
     try:
         dagster.wait_ready()
         traffic = send_traffic(settings)
-        warehouse = warehouse_from_settings(settings)
-        batch_queue = aws.client("sqs", settings)
-        queue_url = batch_queue.get_queue_url(QueueName=settings.queue_name)["QueueUrl"]
+        warehouse = open_warehouse(settings)
+        queue = BatchQueue.for_settings(settings)
 
         def loaded() -> tuple[int, int] | None:
             assert trigger.alive(), trigger.tail()
             try:
                 counts = warehouse.table_row_counts()
-            except Exception:  # tables not created yet, or the loader holds the file
+            except Exception:  # tables not created yet, or the loop holds the file right now
                 return None
             seen = (counts.get("events", 0), counts.get("events_quarantine", 0))
-            depth = batch_queue.get_queue_attributes(
-                QueueUrl=queue_url,
-                AttributeNames=[
-                    "ApproximateNumberOfMessages",
-                    "ApproximateNumberOfMessagesNotVisible",
-                ],
-            )["Attributes"]
             expected = (len(traffic.valid), len(traffic.invalid) + traffic.blob_rejections)
-            empty = all(int(value) == 0 for value in depth.values())
-            return seen if seen == expected and empty else None
+            return seen if seen == expected and not any(queue.depth().values()) else None
 
-        try:
-            wait_for(loaded, timeout=240, interval=2, what="every event loaded, queue empty")
-        except AssertionError:
-            print(trigger.tail(), dagster.tail(), sep="\n----\n")
-            raise
+        wait_showing_logs(processes, loaded, 240, what="every event loaded, queue empty")
 
-        def finished_runs() -> list[dict] | None:
-            # The queue empties when a run deletes its messages, just before the run ends.
-            runs = dagster.graphql(
-                "{ runsOrError(limit: 100) { ... on Runs { results { runId jobName status } } } }"
-            )["runsOrError"]["results"]
-            active = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"}
-            return runs if not [r for r in runs if r["status"] in active] else None
+        def handed_over() -> list[dict] | None:
+            # The first loop run ends after LOOP_SECONDS; the sensor starts the next.
+            runs = _loop_runs(dagster)
+            statuses = [run["status"] for run in runs]  # newest first
+            return runs if "SUCCESS" in statuses and statuses[0] != "SUCCESS" else None
 
-        runs = wait_for(finished_runs, timeout=120, interval=1, what="every run finished")
+        runs = wait_showing_logs(
+            processes, handed_over, LOOP_SECONDS + 120, what="a loop run ended, the next started"
+        )
     finally:
+        # The loop run is a process the code server spawned: it must stop with the servers.
+        spawned = [pid for process in processes[1:] for pid in descendants(process.pid)]
         dagster.stop()
         trigger.stop()
+    assert wait_gone(spawned) == []
 
     counts = dict(
         warehouse.query("SELECT message_id, count(*) FROM analytics.events GROUP BY 1").rows
@@ -115,29 +126,43 @@ def test_the_pipeline_runs_with_dagster_on_postgresql(
     )
     assert dict(quarantine.rows) == traffic.invalid
 
-    # The runs the webserver showed are PostgreSQL's rows.
-    load_runs = {
-        run["runId"]: run["status"] for run in runs if run["jobName"] == "load_batches_job"
-    }
-    assert load_runs and "FAILURE" not in load_runs.values(), runs
+    # The loop runs the webserver showed are PostgreSQL's rows; no run failed.
+    shown = {run["runId"]: run["status"] for run in runs}
+    assert "FAILURE" not in shown.values(), runs
     stored = dict(
-        postgres.query("SELECT run_id, status FROM runs WHERE pipeline_name = 'load_batches_job'")
+        postgres.query(f"SELECT run_id, status FROM runs WHERE pipeline_name = '{LOOP_JOB_NAME}'")
     )
-    assert stored == load_runs
-    materialized = postgres.query(
-        "SELECT count(DISTINCT run_id) FROM event_logs WHERE dagster_event_type = "
-        "'ASSET_MATERIALIZATION' AND asset_key LIKE '%events%'"
-    )[0][0]
-    assert materialized == len([s for s in load_runs.values() if s == "SUCCESS"])
+    assert set(stored) >= set(shown)
+    finished = [run_id for run_id, status in shown.items() if status == "SUCCESS"]
+    assert stored[finished[0]] == "SUCCESS"
+
+    # Every load yielded its materializations from inside the loop run, stored in PostgreSQL.
+    loads_by_run = dict(
+        postgres.query(
+            "SELECT run_id, count(*) FROM event_logs WHERE dagster_event_type = "
+            "'ASSET_MATERIALIZATION' AND asset_key = '[\"events\"]' GROUP BY run_id"
+        )
+    )
+    assert set(loads_by_run) <= set(stored) and sum(loads_by_run.values()) > 0
 
     # What run history costs in PostgreSQL (shown with -s; see README, Production).
     all_runs, event_rows, event_bytes = postgres.query(
         "SELECT (SELECT count(*) FROM runs), count(*), sum(pg_column_size(e.*)) FROM event_logs e"
     )[0]
-    print(f"postgres: {all_runs} runs, {event_rows} event log rows of {event_bytes:,} bytes")
+    materializations = postgres.query(
+        "SELECT count(*), sum(pg_column_size(e.*)) FROM event_logs e "
+        "WHERE dagster_event_type IN ('ASSET_MATERIALIZATION', 'ASSET_CHECK_EVALUATION')"
+    )[0]
+    print(
+        f"postgres: {all_runs} runs, {event_rows} event log rows of {event_bytes:,} bytes; "
+        f"{sum(loads_by_run.values())} `events` materializations; materializations and check "
+        f"evaluations: {materializations[0]} rows of {materializations[1]:,} bytes"
+    )
 
-    # Step logs went to the bucket, under the prefix the template's lifecycle rule expires.
+    # The finished loop run's step logs went to the bucket, under the prefix the template's
+    # lifecycle rule expires.
     logs = aws.client("s3", settings).list_objects_v2(
         Bucket=settings.bucket, Prefix="dagster-compute-logs/"
     )
-    assert logs.get("KeyCount", 0) > 0
+    keys = [item["Key"] for item in logs.get("Contents", [])]
+    assert [key for key in keys if finished[0] in key and not key.endswith(".partial")], keys

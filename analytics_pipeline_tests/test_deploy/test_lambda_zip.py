@@ -8,18 +8,17 @@ emulated stream) into batches on the emulated SQS queue.
 from __future__ import annotations
 
 import json
+import re
+import tomllib
 import zipfile
 from pathlib import Path
 
 from analytics_pipeline import aws
+from analytics_pipeline.local.stack import REPO_ROOT
 from analytics_pipeline.local.trigger import kinesis_event_record
 from analytics_pipeline.settings import Settings
-from analytics_pipeline_tests.test_deploy.lambda_package import (
-    HANDLER_MODULE,
-    run_in_task,
-    unpack,
-)
-from analytics_pipeline_tests.test_local.traffic import drain_queue, put_mixed_traffic
+from analytics_pipeline_testkit.lambda_package import HANDLER_MODULE, run_in_task, unpack
+from analytics_pipeline_testkit.traffic import drain_queue, put_mixed_traffic
 
 NOT_IN_THE_PACKAGE = ("dagster", "duckdb", "pandas", "google", "moto", "boto3", "botocore")
 PACKAGE_ROOTS = {"analytics_pipeline", "msgspec", "isal"}
@@ -30,7 +29,11 @@ def test_the_zip_holds_the_handler_its_modules_and_two_wheels(lambda_zip: Path) 
         names = archive.namelist()
     roots = {name.split("/", 1)[0] for name in names}
     assert roots - {r for r in roots if r.endswith(".dist-info")} == PACKAGE_ROOTS
-    assert {r.split("-", 1)[0] for r in roots if r.endswith(".dist-info")} == {"msgspec", "isal"}
+    wheels = {r.split("-", 1)[0] for r in roots if r.endswith(".dist-info")}
+    assert wheels == {"msgspec", "isal"}
+    # The wheels are the core install's dependencies but boto3 (the runtime has it).
+    core = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert {re.split(r"[<>=\[ ]", requirement)[0] for requirement in core} == wheels | {"boto3"}
     project = {n for n in names if n.startswith("analytics_pipeline/") and n.endswith(".py")}
     folders = {n.rsplit("/", 1)[0] for n in project}
     assert folders == {

@@ -5,7 +5,8 @@ moto creates the stream, the queues with redrive, the roles, the Lambda (code: t
 `make lambda-zip` builds, uploaded to S3) and the event source mapping. The mapping never runs
 in the emulator; the local trigger plays it with the settings it reads back from
 `ListEventSourceMappings`, so the retries, batch size and window it plays are the template's.
-The loader then takes the batches into DuckDB: every valid messageId once.
+The load loop (`open_loader` / `run_loop`, what the Dagster loop run runs) then takes the
+batches into DuckDB with the settings the stack hands Dagster: every valid messageId once.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from analytics_pipeline import aws
-from analytics_pipeline.loader import BatchQueue, load_refs
+from analytics_pipeline.contract.batches import BatchKind
+from analytics_pipeline.loader import BatchQueue
+from analytics_pipeline.loader.loop import open_loader, run_loop
 from analytics_pipeline.local.event_source_mapping import MappingSettings
 from analytics_pipeline.local.trigger import KinesisTrigger
 from analytics_pipeline.settings import Settings
-from analytics_pipeline.warehouse.duckdb import DuckDBWarehouse
-from analytics_pipeline_tests.test_local.traffic import put_mixed_traffic
+from analytics_pipeline.warehouse import open_warehouse
+from analytics_pipeline_testkit.traffic import put_mixed_traffic
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "deploy" / "cloudformation" / "pipeline.yaml"
@@ -62,14 +65,17 @@ def deploy_stack(endpoint: str, name: str, package: Path) -> dict[str, str]:
 
 
 def settings_from_outputs(outputs: dict[str, str], endpoint: str, base: Path) -> Settings:
-    """What a Dagster host is configured with: the DagsterEnvironment output (plus local paths)."""
+    """What a Dagster host is configured with: the DagsterEnvironment output (plus local paths:
+    the loader store goes to the test's folder instead of the host's EBS mount)."""
     environment = dict(item.split("=", 1) for item in outputs["DagsterEnvironment"].split())
+    assert environment["ANALYTICS_LOADER_STATE_DIR"] == "/var/lib/analytics-pipeline/loader"
     return Settings.from_env(
         {
             **environment,
             "AWS_ENDPOINT_URL": endpoint,  # empty in production: real AWS
             "ANALYTICS_STATE_DIR": str(base / "state"),
             "ANALYTICS_DUCKDB_PATH": str(base / "warehouse.duckdb"),
+            "ANALYTICS_LOADER_STATE_DIR": str(base / "loader"),
         }
     )
 
@@ -95,7 +101,7 @@ def test_the_deployed_stack_carries_events_exactly_once(
     failures_url = sqs.get_queue_url(QueueName=f"{name}-failures")["QueueUrl"]
     queue = _queue_attributes(settings, queue_url)
     assert queue["MaximumMessageSize"] == "1048576"
-    assert queue["VisibilityTimeout"] == str(settings.sqs_visibility_seconds) == "900"
+    assert queue["VisibilityTimeout"] == str(settings.sqs_visibility_seconds) == "60"
     assert outputs["DeadLetterQueueName"] == settings.dlq_name
     assert f'"maxReceiveCount": {settings.queue_max_receives}' in queue["RedrivePolicy"]
     assert _queue_attributes(settings, dlq_url)["QueueArn"] in queue["RedrivePolicy"]
@@ -122,20 +128,12 @@ def test_the_deployed_stack_carries_events_exactly_once(
     assert trigger.mapping.on_failure_destination == outputs["IngestFailureQueueArn"]
     trigger.run_until_idle(timeout=60)
 
-    batch_queue = BatchQueue.connect(
-        aws.client("sqs", settings),
-        aws.client("s3", settings),
-        settings.queue_name,
-        settings.bucket,
-    )
-    refs = [
-        batch_queue.stage(message)
-        for message in batch_queue.receive(max_messages=100, visibility_timeout=60)
-    ]
-    assert refs
-    warehouse = DuckDBWarehouse(settings.duckdb_path)
-    warehouse.ensure_schema()
-    load_refs(batch_queue, warehouse, refs, settings.dedupe_window_days)
+    with open_loader(settings) as loader:
+        outcomes = list(run_loop(loader, settings, seconds=5))
+    assert outcomes
+    assert sum(o.result(BatchKind.EVENTS).rows_inserted for o in outcomes) == len(traffic.valid)
+    warehouse = open_warehouse(settings)
+    batch_queue = BatchQueue.for_settings(settings)
 
     events = dict(
         warehouse.query("SELECT message_id, count(*) FROM analytics.events GROUP BY 1").rows

@@ -21,7 +21,6 @@ import yaml
 from cfnlint.decode import cfn_yaml
 
 from analytics_pipeline.contract.batches import s3_key
-from analytics_pipeline.loader.batch_queue import STAGING_AREA
 from analytics_pipeline.loader.failures import FAILURES_AREA
 from analytics_pipeline.local.bootstrap import SQS_MAX_MESSAGE_BYTES, SQS_MAX_RETENTION_SECONDS
 from analytics_pipeline.settings import SETTINGS_DOC, Settings
@@ -108,16 +107,28 @@ def test_iam_statements_equal_the_policy_files(template: dict[str, Any]) -> None
         ), name
 
 
-def test_the_dagster_hosts_role_carries_loader_and_instance_policies(
-    template: dict[str, Any],
-) -> None:
-    loader = template["Resources"]["LoaderRole"]["Properties"]
+def _trusted_services(role: dict[str, Any]) -> set[str]:
+    (statement,) = role["AssumeRolePolicyDocument"]["Statement"]
+    services = statement["Principal"]["Service"]
+    return set(services) if isinstance(services, list) else {services}
+
+
+def test_each_identity_has_its_own_role(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    loader = resources["LoaderRole"]["Properties"]
     assert {p["PolicyName"] for p in loader["Policies"]} == {
         "dagster-loader-policy",
         "dagster-instance-policy",
     }
-    function = template["Resources"]["IngestFunction"]["Properties"]
+    function = resources["IngestFunction"]["Properties"]
     assert function["Role"] == {"Fn::GetAtt": ["IngestFunctionRole", "Arn"]}
+    assert _trusted_services(resources["IngestFunctionRole"]["Properties"]) == {
+        "lambda.amazonaws.com"
+    }
+    # The collector's tasks put records and nothing else: a role of their own, ECS tasks only.
+    collector = resources["CollectorTaskRole"]["Properties"]
+    assert [p["PolicyName"] for p in collector["Policies"]] == ["collector-policy"]
+    assert _trusted_services(collector) == {"ecs-tasks.amazonaws.com"}
 
 
 def test_names_default_to_the_settings_defaults(template: dict[str, Any]) -> None:
@@ -146,17 +157,29 @@ def test_queues_take_1_mib_messages_and_redrive_to_the_dlq(template: dict[str, A
     assert all(q.get("SqsManagedSseEnabled") for q in queues.values())
 
 
-def test_visibility_timeout_outlasts_the_longest_run_monitoring_allows(
-    template: dict[str, Any],
-) -> None:
-    monitoring = yaml.safe_load(DAGSTER_YAML.read_text())["run_monitoring"]
-    worst_run = monitoring["start_timeout_seconds"] + monitoring["max_runtime_seconds"]
+def test_the_queue_hides_a_batch_as_long_as_the_load_loop_does(template: dict[str, Any]) -> None:
+    """The loop receives with ANALYTICS_SQS_VISIBILITY_SECONDS (a load is seconds, not a run's
+    lifetime): the queue's default is the same, and the stack tells Dagster that value."""
     queue = _resources(template, "AWS::SQS::Queue")["BatchQueue"]
     assert queue["VisibilityTimeout"] == {"Ref": "VisibilityTimeoutSeconds"}
-    assert _default(template, "VisibilityTimeoutSeconds") > worst_run
-    # The sensor receives with ANALYTICS_SQS_VISIBILITY_SECONDS: the stack tells Dagster the same.
+    visibility = _default(template, "VisibilityTimeoutSeconds")
+    assert str(visibility) == SETTINGS_DOC["ANALYTICS_SQS_VISIBILITY_SECONDS"][0]
     environment = template["Outputs"]["DagsterEnvironment"]["Value"]["Fn::Sub"]
     assert "ANALYTICS_SQS_VISIBILITY_SECONDS=${VisibilityTimeoutSeconds}" in environment
+
+
+def test_the_loader_store_lives_on_a_named_local_disk(template: dict[str, Any]) -> None:
+    """ANALYTICS_LOADER_STATE_DIR's default is relative (the working directory: gone with a
+    container): the stack names an absolute path for the code server host's EBS volume."""
+    environment = template["Outputs"]["DagsterEnvironment"]["Value"]["Fn::Sub"]
+    assert "ANALYTICS_LOADER_STATE_DIR=${LoaderStateDir}" in environment
+    path = _default(template, "LoaderStateDir")
+    assert (
+        Path(path).is_absolute()
+        and not Path(SETTINGS_DOC["ANALYTICS_LOADER_STATE_DIR"][0]).is_absolute()
+    )
+    description = template["Parameters"]["LoaderStateDir"]["Description"]
+    assert "EBS" in description and "NFS" in description
 
 
 def test_the_mapping_bounds_retries_and_keeps_what_it_gives_up(template: dict[str, Any]) -> None:
@@ -211,13 +234,14 @@ def test_the_stream_mode_is_a_parameter(template: dict[str, Any]) -> None:
 def _prefixes_the_pipeline_writes() -> set[str]:
     oversize = inspect.signature(s3_key).parameters["area"].default
     compute_logs = yaml.safe_load(DAGSTER_YAML.read_text())["compute_logs"]["config"]["prefix"]
-    return {f"{area}/" for area in (STAGING_AREA, oversize, FAILURES_AREA, compute_logs)}
+    return {f"{area}/" for area in (oversize, FAILURES_AREA, compute_logs)}
 
 
 def test_every_prefix_the_pipeline_writes_expires(template: dict[str, Any]) -> None:
-    # Every S3 key the code builds comes from one of these areas.
+    # Every S3 key the code builds comes from one of these areas (nothing is staged any more).
     code = "\n".join(p.read_text() for p in (REPO / "analytics_pipeline").rglob("*.py"))
-    assert set(re.findall(r"area=(\w+)", code)) <= {"STAGING_AREA"}
+    assert not re.findall(r"area=(\w+)", code)
+    assert "staging/" not in TEMPLATE_PATH.read_text()
     bucket = _resources(template, "AWS::S3::Bucket")["Bucket"]
     rules = bucket["LifecycleConfiguration"]["Rules"]
     by_prefix = {rule["Prefix"]: rule for rule in rules}
@@ -300,6 +324,7 @@ def test_outputs_name_what_the_dagster_side_needs(template: dict[str, Any]) -> N
         "BucketName",
         "LoaderRoleArn",
         "LoaderInstanceProfileName",
+        "CollectorTaskRoleArn",
         "OperatorReplayPolicyArn",
         "AlarmTopicArn",
         "DagsterEnvironment",
@@ -315,6 +340,7 @@ def test_outputs_name_what_the_dagster_side_needs(template: dict[str, Any]) -> N
         "ANALYTICS_BUCKET",
         "ANALYTICS_QUEUE_MAX_RECEIVES",
         "ANALYTICS_SQS_VISIBILITY_SECONDS",
+        "ANALYTICS_LOADER_STATE_DIR",
     }
     assert variables <= set(SETTINGS_DOC)
 

@@ -2,50 +2,18 @@
 
 from __future__ import annotations
 
-import base64
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from analytics_pipeline.contract import batches
-from analytics_pipeline.contract.limits import Limits
-from analytics_pipeline.contract.parse import parse_blob
-from analytics_pipeline.ingest.handler import Runtime, process_event
-from analytics_pipeline.ingest.sinks import SqsS3Sink
-from analytics_pipeline.settings import Settings
-from analytics_pipeline_tests.test_ingest.doubles import FakeS3, FakeSqs
-from analytics_pipeline_tests.test_local.traffic import blob, track_event
+from analytics_pipeline.ingest.handler import process_event
+from analytics_pipeline_testkit.doubles import FakeS3, FakeSqs
+from analytics_pipeline_testkit.lambda_events import NOW, kinesis_record, runtime
+from analytics_pipeline_testkit.traffic import blob, track_event
 
-STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/analytics-events"
-NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)  # arrival and sentAt: no skew to correct
 YESTERDAY = NOW - timedelta(days=1)
-
-
-def kinesis_record(sequence_number: str, data: bytes) -> dict[str, Any]:
-    """A record exactly as Lambda delivers it (see the AWS Kinesis event example)."""
-    return {
-        "kinesis": {
-            "kinesisSchemaVersion": "1.0",
-            "partitionKey": "p",
-            "sequenceNumber": sequence_number,
-            "data": base64.b64encode(data).decode(),
-            "approximateArrivalTimestamp": NOW.timestamp(),
-        },
-        "eventSource": "aws:kinesis",
-        "eventVersion": "1.0",
-        "eventID": f"shardId-000000000003:{sequence_number}",
-        "eventName": "aws:kinesis:record",
-        "invokeIdentityArn": "arn:aws:iam::123456789012:role/ingest",
-        "awsRegion": "us-east-1",
-        "eventSourceARN": STREAM_ARN,
-    }
-
-
-def runtime(sqs: FakeSqs, s3: FakeS3 | None = None, **env: str) -> Runtime:
-    settings = Settings.from_env({"AWS_ENDPOINT_URL": "", **env})
-    sink = SqsS3Sink(sqs, s3 or FakeS3(), "queue-url", settings.bucket, sleep=lambda _: None)
-    return Runtime(settings, sink, parse_blob, Limits.from_settings(settings))
 
 
 def day_of(entry: dict[str, Any]) -> str:

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from analytics_pipeline.contract import batches
 from analytics_pipeline.contract.parse import parse_blob
 from analytics_pipeline.ingest.handler import process_event
-from analytics_pipeline_tests.catalogue import CATALOGUE, Build
-from analytics_pipeline_tests.test_ingest.doubles import FakeS3, FakeSqs
-from analytics_pipeline_tests.test_ingest.test_handler import NOW, kinesis_record, runtime
+from analytics_pipeline_testkit.catalogue import CATALOGUE, Build
+from analytics_pipeline_testkit.doubles import FakeS3, FakeSqs
+from analytics_pipeline_testkit.lambda_events import NOW, kinesis_record, runtime
 
 FAST = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 BUILD = Build(now=NOW, tag="prop")

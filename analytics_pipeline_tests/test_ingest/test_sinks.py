@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from analytics_pipeline.ingest.sinks import OutgoingMessage, SqsS3Sink, chunk_messages
-from analytics_pipeline_tests.test_ingest.doubles import FakeS3, FakeSqs
+from analytics_pipeline_testkit.doubles import FakeS3, FakeSqs
 
 
 def message(body: str, size: int | None = None) -> OutgoingMessage:
@@ -58,17 +58,21 @@ def test_sender_faults_are_not_retried() -> None:
     assert len(sqs.calls) == 1
 
 
-def test_a_failed_call_is_retried_whole() -> None:
+def test_a_call_failing_after_botocores_retries_reports_its_entries_without_retrying() -> None:
+    # The double has no botocore underneath: its exception stands for a call botocore has
+    # already retried, so the sink must not stack retries of its own on top.
     sqs = FakeSqs(call_fails=lambda attempt: attempt == 0)
 
-    assert sink(sqs).send_messages([message("0"), message("1")]) == set()
-    assert len(sqs.sent) == 2
+    assert sink(sqs).send_messages([message(str(i)) for i in range(12)]) == set(range(10))
+    assert len(sqs.calls) == 2  # the failed chunk once, the second chunk once
+    assert sorted(e["MessageBody"] for e in sqs.sent) == ["10", "11"]
 
 
-def test_s3_put_retries_then_gives_up() -> None:
+def test_s3_put_is_one_call_and_reports_failure() -> None:
     s3 = FakeS3(fail_keys={"bad"})
     target = sink(FakeSqs(), s3)
 
     assert target.put_object("good", b"x") is True
     assert target.put_object("bad", b"x") is False
     assert s3.objects == {"good": b"x"}
+    assert s3.puts == ["good", "bad"]  # no retry of its own on top of botocore's

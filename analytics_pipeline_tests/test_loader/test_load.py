@@ -1,106 +1,262 @@
-"""Loading SQS batches into DuckDB exactly once, against the real emulator over HTTP."""
+"""Loading SQS batches exactly once, with real loader processes killed between the steps of a
+load, on both warehouses (DuckDB, and the BigQuery emulator), against the AWS emulator.
 
+A load is: prepare (rows written invisibly) -> intent in the store -> commit -> record (keys and
+ledger in the store) -> delete from SQS. A loader SIGKILLed after any of these, followed by a
+fresh one, must leave every valid event exactly once and every rejected one in quarantine.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
 
 from analytics_pipeline import aws
 from analytics_pipeline.contract.batches import BatchKind
-from analytics_pipeline.loader import BatchQueue, drain_day, load_refs
-from analytics_pipeline.local.trigger import KinesisTrigger
+from analytics_pipeline.ingest.handler import build_handler
+from analytics_pipeline.loader import BatchQueue, LoaderStore
+from analytics_pipeline.loader.loop import open_loader, run_loop
+from analytics_pipeline.loader.rebuild import rebuild_store
+from analytics_pipeline.local.processes import ChildProcess
+from analytics_pipeline.local.stack import child_env
+from analytics_pipeline.local.trigger import KinesisTrigger, kinesis_event_record
 from analytics_pipeline.settings import Settings
-from analytics_pipeline.warehouse.base import StagedBatch
-from analytics_pipeline.warehouse.duckdb import DuckDBWarehouse
-from analytics_pipeline_tests.test_local.traffic import Traffic, put_mixed_traffic
+from analytics_pipeline.warehouse import open_warehouse
+from analytics_pipeline_testkit.crashing_loader import KILL_POINTS
+from analytics_pipeline_testkit.environments import BigQueryEndpoint
+from analytics_pipeline_testkit.traffic import (
+    Traffic,
+    blob,
+    iso,
+    put_mixed_traffic,
+    read_stream,
+    track_event,
+)
 
 
-def _queue(settings: Settings) -> BatchQueue:
-    return BatchQueue.connect(
-        aws.client("sqs", settings),
-        aws.client("s3", settings),
-        settings.queue_name,
-        settings.bucket,
-    )
+@pytest.fixture(params=["duckdb", "bigquery"])
+def settings(request: pytest.FixtureRequest, new_pipeline: Callable[..., Settings]) -> Settings:
+    warehouse: dict[str, str] = {}
+    if request.param == "bigquery":
+        endpoint: BigQueryEndpoint = request.getfixturevalue("bigquery_endpoint")
+        warehouse = endpoint.settings_env(f"load_{uuid.uuid4().hex[:10]}")
+    return new_pipeline(ANALYTICS_SQS_VISIBILITY_SECONDS="5", **warehouse)
 
 
-def _fill_queue(settings: Settings) -> Traffic:
-    traffic = put_mixed_traffic(settings, blobs=9)
+def fill_queue(settings: Settings, blobs: int = 9) -> Traffic:
+    traffic = put_mixed_traffic(settings, blobs=blobs)
     KinesisTrigger(settings).run_until_idle(timeout=60)
     return traffic
 
 
-def _counts(warehouse: DuckDBWarehouse) -> tuple[int, int]:
+def loader_process(settings: Settings, tmp_path: Path, kill_at: str) -> ChildProcess:
+    command = [sys.executable, "-m", "analytics_pipeline_testkit.crashing_loader"]
+    return ChildProcess(
+        f"loader-{kill_at}",
+        [*command, "--kill-at", kill_at],
+        tmp_path / f"loader-{kill_at}.log",
+        child_env(settings),
+    ).start()
+
+
+def assert_each_once(settings: Settings, traffic: Traffic) -> None:
+    warehouse = open_warehouse(settings)
+    events = warehouse.query(
+        f"SELECT message_id, count(*) FROM {events_table(settings)} GROUP BY message_id"
+    ).rows
+    assert sorted(message_id for message_id, _ in events) == sorted(set(traffic.valid))
+    assert {count for _, count in events} == {1}
     counts = warehouse.table_row_counts()
-    return counts["events"], counts["events_quarantine"]
+    assert counts["events_quarantine"] == len(traffic.invalid) + traffic.garbage_blobs
+    assert BatchQueue.for_settings(settings).depth() == {"visible": 0, "in_flight": 0}
 
 
-def test_a_crash_between_commit_and_delete_loads_nothing_twice(pipeline_settings: Settings) -> None:
-    traffic = _fill_queue(pipeline_settings)
-    queue = _queue(pipeline_settings)
-    warehouse = DuckDBWarehouse(pipeline_settings.duckdb_path)
-    warehouse.ensure_schema()
-
-    first = [queue.stage(m) for m in queue.receive(max_messages=100, visibility_timeout=60)]
-    assert first
-    # The run commits, then dies before deleting: emulate by loading without the delete.
-    for kind in BatchKind:
-        kind_refs = [ref for ref in first if ref.kind == kind.value]
-        warehouse.load_batches(
-            [
-                StagedBatch(ref.batch_id, kind, ref.day, ref.row_count, queue.fetch(ref))
-                for ref in kind_refs
-            ],
-            dedupe_window_days=7,
-        )
-    expected = (len(set(traffic.valid)), len(traffic.invalid) + traffic.garbage_blobs)
-    assert _counts(warehouse) == expected
-
-    # The messages come back (visibility expired) and a later run loads them again.
-    queue.release(first)
-    again = [queue.stage(m) for m in queue.receive(max_messages=100, visibility_timeout=60)]
-    assert {ref.sqs_message_id for ref in again} == {ref.sqs_message_id for ref in first}
-    assert all(ref.receive_count == 2 for ref in again)
-    results = load_refs(queue, warehouse, again, dedupe_window_days=7)
-
-    assert _counts(warehouse) == expected
-    assert all(result.rows_inserted == 0 for result in results.values())
-    assert sum(r.batches_already_loaded for r in results.values()) == len(
-        {ref.batch_id for ref in again}
-    )
-    assert queue.depth() == {"visible": 0, "in_flight": 0}
-    # The staged bodies are gone once loaded.
-    listed = aws.client("s3", pipeline_settings).list_objects_v2(Bucket=pipeline_settings.bucket)
-    assert listed.get("KeyCount", 0) == 0
+def events_table(settings: Settings) -> str:
+    return table(settings, "events")
 
 
-def test_load_refs_loads_every_valid_event_once_and_empties_the_queue(
-    pipeline_settings: Settings,
+def table(settings: Settings, name: str) -> str:
+    if settings.warehouse == "bigquery":
+        return f"`{settings.bigquery_project}.{settings.bigquery_dataset}.{name}`"
+    return f"analytics.{name}"
+
+
+@pytest.mark.parametrize("kill_at", KILL_POINTS)
+def test_a_loader_killed_between_any_two_steps_loses_nothing_and_doubles_nothing(
+    settings: Settings, tmp_path: Path, kill_at: str
 ) -> None:
-    traffic = _fill_queue(pipeline_settings)
-    queue = _queue(pipeline_settings)
-    warehouse = DuckDBWarehouse(pipeline_settings.duckdb_path)
-    warehouse.ensure_schema()
-    refs = [queue.stage(m) for m in queue.receive(max_messages=100, visibility_timeout=60)]
+    traffic = fill_queue(settings)
 
-    results = load_refs(queue, warehouse, refs, dedupe_window_days=7)
+    crashing = loader_process(settings, tmp_path, kill_at)
+    assert crashing.popen is not None
+    code = crashing.popen.wait(timeout=120)
+    log = crashing.tail()
+    crashing.stop()
+    if kill_at == "mid_commit" and settings.warehouse == "duckdb":
+        assert code == 0, log  # one transaction: there is no middle of a DuckDB commit
+    else:
+        assert code == -9 and f"killed at {kill_at}" in log, log
 
-    loaded = warehouse.query("SELECT message_id FROM analytics.events")
-    assert sorted(row[0] for row in loaded.rows) == sorted(set(traffic.valid))
-    assert results[BatchKind.EVENTS].reconciles
-    assert results[BatchKind.QUARANTINE].rows_inserted == len(traffic.invalid) + 1
-    assert queue.depth() == {"visible": 0, "in_flight": 0}
+    survivor = loader_process(settings, tmp_path, "none")
+    assert survivor.popen is not None
+    assert survivor.popen.wait(timeout=120) == 0, survivor.tail()
+    survivor.stop()
+
+    assert_each_once(settings, traffic)
+    with LoaderStore.open(settings.loader_store_dir, retention_days=31) as store:
+        assert store.pending() == []  # every intent finished or abandoned
 
 
-def test_drain_day_takes_its_day_and_releases_the_rest(pipeline_settings: Settings) -> None:
-    _fill_queue(pipeline_settings)
-    queue = _queue(pipeline_settings)
-    yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+def test_two_loaders_at_once_load_each_event_once(settings: Settings, tmp_path: Path) -> None:
+    """A second loader on the same queue waits for the store: the two never load together."""
+    traffic = fill_queue(settings)
 
-    mine = drain_day(queue, yesterday, {BatchKind.EVENTS}, max_messages=100, visibility_timeout=60)
+    first = loader_process(settings, tmp_path, "none")
+    second = ChildProcess(
+        "loader-2",
+        [sys.executable, "-m", "analytics_pipeline_testkit.crashing_loader"],
+        tmp_path / "loader-2.log",
+        child_env(settings),
+    ).start()
+    for process in (first, second):
+        assert process.popen is not None
+        assert process.popen.wait(timeout=180) == 0, process.tail()
+        process.stop()
 
-    assert mine and {(ref.day, ref.kind) for ref in mine} == {(yesterday, "events")}
-    others = queue.receive(max_messages=100, visibility_timeout=60)
-    assert others, "the other days' batches were released at once"
-    assert all(
-        message.header is not None
-        and (message.header.day, message.header.kind) != (yesterday, BatchKind.EVENTS)
-        for message in others
+    assert_each_once(settings, traffic)
+
+
+def test_the_loop_loads_what_arrives_and_reports_per_day(settings: Settings) -> None:
+    traffic = fill_queue(settings)
+
+    with open_loader(settings) as loader:
+        outcomes = list(run_loop(loader, settings, seconds=3))
+        later = fill_queue(settings, blobs=3)  # more after the first loads
+        outcomes += list(run_loop(loader, settings, seconds=3))
+
+    assert outcomes and all(outcome.messages for outcome in outcomes)
+    inserted = sum(o.result(BatchKind.EVENTS).rows_inserted for o in outcomes)
+    assert inserted == len(set(traffic.valid)) + len(set(later.valid))
+    days = set().union(*(o.days.get(BatchKind.EVENTS, set()) for o in outcomes))
+    assert len(days) == 2  # the traffic's events are stamped today and yesterday
+    traffic.valid += later.valid
+    traffic.invalid += later.invalid
+    # the same garbage bytes again: one quarantine row (its id is its content)
+    assert_each_once(settings, traffic)
+
+
+def test_a_store_lost_while_the_warehouse_has_loads_is_refused(
+    settings: Settings, tmp_path: Path
+) -> None:
+    fill_queue(settings, blobs=2)
+    with open_loader(settings) as loader:
+        list(run_loop(loader, settings, seconds=2))
+    lost = Settings.from_env({**settings.to_env(), "ANALYTICS_LOADER_STATE_DIR": str(tmp_path)})
+
+    with pytest.raises(Exception, match="rebuild"), open_loader(lost):
+        pass
+
+
+def test_a_rebuilt_store_drops_resends_and_keeps_the_aggregates_exact(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The store's disk is lost; `loader rebuild` reads the keys back from the warehouse, and
+    resends of loaded events (and their users) are then neither inserted nor counted again."""
+    now = datetime.now(UTC)
+    first = [{**track_event(at=now), "anonymousId": f"u{n}"} for n in range(4)]
+    kinesis = aws.client("kinesis", settings)
+
+    def load_blob(events: list[dict], loader_settings: Settings) -> None:
+        kinesis.put_record(StreamName=settings.stream_name, Data=blob(events), PartitionKey="d")
+        KinesisTrigger(settings).run_until_idle(timeout=60)
+        with open_loader(loader_settings) as loader:
+            list(run_loop(loader, loader_settings, seconds=2))
+
+    load_blob(first, settings)
+    lost = Settings.from_env({**settings.to_env(), "ANALYTICS_LOADER_STATE_DIR": str(tmp_path)})
+
+    counts = rebuild_store(lost)
+
+    assert counts == {"event": 4, "quarantine": 0, "batch": 1}
+    fresh = [{**track_event(at=now), "anonymousId": user} for user in ("u0", "u9")]
+    load_blob([*first[:2], *fresh], lost)
+    warehouse = open_warehouse(settings)
+    loaded = warehouse.query(
+        f"SELECT message_id, count(*) FROM {events_table(settings)} GROUP BY message_id"
+    ).rows
+    assert sorted(loaded) == sorted((e["messageId"], 1) for e in [*first, *fresh])
+    dau = warehouse.query(
+        f"SELECT active_users, anonymous_users FROM {table(settings, 'daily_active_users')} "
+        "WHERE day = ?",
+        [now.date()],
+    ).rows
+    assert [tuple(int(v) for v in row) for row in dau] == [(5, 5)]  # u0..u3 and u9, once each
+    video = warehouse.query(
+        f"SELECT events, users FROM {table(settings, 'daily_event_counts')} "
+        "WHERE day = ? AND event = 'Video Recorded'",
+        [now.date()],
+    ).rows
+    assert [tuple(int(v) for v in row) for row in video] == [(6, 5)]
+
+
+def test_resends_and_a_lambda_retry_with_other_batch_boundaries_load_each_event_once(
+    settings: Settings,
+) -> None:
+    """Client resends seconds, hours and days apart, one after a device clock change, and a
+    Lambda retry that packs the same records into other batches: every messageId once."""
+    now = datetime.now(UTC)
+    first = [track_event(f"a{n}-{uuid.uuid4().hex[:6]}", at=now) for n in range(5)]
+    fresh = [track_event(f"n{n}-{uuid.uuid4().hex[:6]}", at=now) for n in range(3)]
+    kinesis = aws.client("kinesis", settings)
+
+    def put(data: bytes) -> None:
+        kinesis.put_record(StreamName=settings.stream_name, Data=data, PartitionKey="d")
+
+    put(blob(first, sent_at=now))
+    KinesisTrigger(settings).run_until_idle(timeout=60)
+    with open_loader(settings) as loader:
+        list(run_loop(loader, settings, seconds=2))
+
+    moved = {**first[4], "originalTimestamp": iso(now - timedelta(days=8))}  # clock changed
+    put(blob([first[0], first[1], fresh[0]], sent_at=now + timedelta(seconds=5)))
+    put(blob([first[2], fresh[1]], sent_at=now + timedelta(hours=3)))
+    put(blob([first[3], fresh[2]], sent_at=now + timedelta(days=2), gzipped=True))
+    put(blob([moved], sent_at=now))
+    trigger = KinesisTrigger(settings)
+    trigger.run_until_idle(timeout=60)
+    # The Lambda retried: every record of the stream again, in one invocation, so in batches
+    # of other boundaries (and other ids) than the first time.
+    records = read_stream(kinesis, settings.stream_name)
+    event = {
+        "Records": [
+            kinesis_event_record(
+                {
+                    "SequenceNumber": str(1000 + index),
+                    "PartitionKey": record.partition_key,
+                    "Data": record.data,
+                    "ApproximateArrivalTimestamp": record.arrived_at,
+                },
+                record.shard_id,
+                trigger.stream_arn,
+                settings.aws_region,
+            )
+            for index, record in enumerate(records)
+        ]
+    }
+    assert build_handler(settings)(event, None)["batchItemFailures"] == []
+    with open_loader(settings) as loader:
+        outcomes = list(run_loop(loader, settings, seconds=3))
+
+    assert sum(o.result(BatchKind.EVENTS).rows_inserted for o in outcomes) == len(fresh)
+    ids = [e["messageId"] for e in [*first, *fresh]]
+    loaded = (
+        open_warehouse(settings)
+        .query(f"SELECT message_id, count(*) FROM {events_table(settings)} GROUP BY message_id")
+        .rows
     )
+    assert sorted(loaded) == sorted((message_id, 1) for message_id in ids)

@@ -1,8 +1,8 @@
 """Poison batches, the dead-letter queue and both replays, against the real emulator over HTTP.
 
-The loader package runs in-process (receive, stage, `load_refs`, as a Dagster run does) on a real
-DuckDB file; SQS's own redrive moves a message to the dead-letter queue. The CLI commands are
-driven through click with the same environment. `e2e/test_catalogue_e2e.py` shows a poison
+The loader runs in-process (receive, load, delete, as the load loop does) on a real DuckDB
+file; SQS's own redrive moves a message to the dead-letter queue. The CLI commands are driven
+through click with the same environment. `e2e/test_catalogue_e2e.py` shows a poison
 batch under the running `dagster dev`.
 """
 
@@ -26,7 +26,8 @@ from analytics_pipeline.cli import main
 from analytics_pipeline.contract import parse_blob
 from analytics_pipeline.contract.batches import BatchHeader, BatchKind, Payload
 from analytics_pipeline.ingest.handler import build_handler
-from analytics_pipeline.loader import BatchQueue, load_refs
+from analytics_pipeline.loader import BatchQueue
+from analytics_pipeline.loader.loop import open_loader
 from analytics_pipeline.loader.replay import (
     dead_letters_for,
     replay_dead_letters,
@@ -34,31 +35,19 @@ from analytics_pipeline.loader.replay import (
     replay_payload,
     replay_quarantine_for,
 )
-from analytics_pipeline.local.bootstrap import ensure_resources
 from analytics_pipeline.settings import Settings
-from analytics_pipeline.warehouse.base import LoadResult, StagedBatch
+from analytics_pipeline.warehouse.base import LoadPlan, LoadResult
 from analytics_pipeline.warehouse.duckdb import DuckDBWarehouse, WarehouseBusyError
-from analytics_pipeline_tests.conftest import unique_settings_env
-from analytics_pipeline_tests.e2e.stack import wait_for
+from analytics_pipeline_testkit.processes import wait_for
 
 MAX_RECEIVES = 2
 
 
 @pytest.fixture
-def settings(
-    aws_endpoint: str, tmp_path: Path, pipeline_env: Callable[[Mapping[str, str]], None]
-) -> Settings:
-    env = unique_settings_env(
-        aws_endpoint,
-        tmp_path,
-        ANALYTICS_QUEUE_MAX_RECEIVES=str(MAX_RECEIVES),
-        ANALYTICS_MAX_EVENTS_PER_BLOB="10",
+def settings(new_pipeline: Callable[..., Settings]) -> Settings:
+    return new_pipeline(
+        ANALYTICS_QUEUE_MAX_RECEIVES=str(MAX_RECEIVES), ANALYTICS_MAX_EVENTS_PER_BLOB="10"
     )
-    pipeline_env(env)
-    settings = Settings.from_env(env)
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    ensure_resources(settings)
-    return settings
 
 
 def iso(moment: datetime) -> str:
@@ -106,32 +95,23 @@ class BrokenWarehouse(DuckDBWarehouse):
         super().__init__(path)
         self.broken = broken
 
-    def load_batches(self, batches: Sequence[StagedBatch], dedupe_window_days: int) -> LoadResult:
-        refused = self.broken & {batch.batch_id for batch in batches}
+    def commit(self, plan: LoadPlan, prepared: dict[str, Any]) -> None:
+        refused = self.broken & {batch.batch_id for batch in plan.batches}
         if refused:
             raise ValueError(f"warehouse bug: refuses {sorted(refused)}")
-        return super().load_batches(batches, dedupe_window_days)
-
-
-def queue_of(settings: Settings) -> BatchQueue:
-    return BatchQueue.connect(
-        aws.client("sqs", settings),
-        aws.client("s3", settings),
-        settings.queue_name,
-        settings.bucket,
-    )
+        super().commit(plan, prepared)
 
 
 def run_once(settings: Settings, warehouse: DuckDBWarehouse) -> dict[BatchKind, LoadResult]:
-    """What one sensor tick plus its run does: receive, stage, load, delete."""
-    queue = queue_of(settings)
-    refs = [queue.stage(m) for m in queue.receive(max_messages=100, visibility_timeout=1)]
-    return load_refs(queue, warehouse, refs, dedupe_window_days=7) if refs else {}
+    """What one turn of the load loop does: receive, load, delete."""
+    with open_loader(settings, warehouse=warehouse) as loader:
+        messages = loader.queue.receive(max_messages=100, visibility_timeout=1)
+        return loader.load(messages).results if messages else {}
 
 
 def run_until_queue_empty(settings: Settings, warehouse: DuckDBWarehouse) -> int:
     """Runs until SQS has nothing left (failed batches come back after 1 s, then dead-letter)."""
-    queue = queue_of(settings)
+    queue = BatchQueue.for_settings(settings)
     runs = 0
     while queue.depth() != {"visible": 0, "in_flight": 0}:
         run_once(settings, warehouse)
@@ -167,7 +147,7 @@ def test_poison_batches_reach_the_dlq_without_blocking_and_replay_loads_them_onc
     broken: set[str] = set()
     warehouse = BrokenWarehouse(settings.duckdb_path, broken)
     # The second blob's batch: make the warehouse refuse it (a bug to be fixed later).
-    queue = queue_of(settings)
+    queue = BatchQueue.for_settings(settings)
     waiting = queue.receive(max_messages=100, visibility_timeout=1)
     refused_id = next(
         m.header.batch_id for m in waiting if m.header and m.header.batch_id != corrupt_id
@@ -201,20 +181,20 @@ def test_poison_batches_reach_the_dlq_without_blocking_and_replay_loads_them_onc
 
     # Fix the cause, replay only that batch; a crash between send and delete resends it.
     broken.clear()
-    sqs = aws.client("sqs", settings)
-    dlq_url = sqs.get_queue_url(QueueName=settings.dlq_name)["QueueUrl"]
-    queue_url = sqs.get_queue_url(QueueName=settings.queue_name)["QueueUrl"]
+    dead_letters = BatchQueue.for_settings(settings, dead_letters=True)
+    sqs = dead_letters.sqs
 
     class CrashBeforeDelete:
         def __getattr__(self, name: str) -> Any:
             return getattr(sqs, name)
 
-        def delete_message(self, **_: Any) -> None:
+        def delete_message_batch(self, **_: Any) -> None:
             raise ConnectionError("killed between send and delete")
 
+    dead_letters.sqs = CrashBeforeDelete()
     with pytest.raises(ConnectionError):
         replay_dead_letters(
-            CrashBeforeDelete(), dlq_url, queue_url, [refused_id], visibility_seconds=1
+            dead_letters, BatchQueue.for_settings(settings), [refused_id], visibility_seconds=1
         )
     report = wait_for(
         lambda: (r := replay_dead_letters_for(settings, [refused_id])).sent and r,
@@ -313,20 +293,23 @@ def test_replay_takes_a_blob_rows_payload_whole_and_wraps_an_event_rows_payload(
 
 
 class LockedWarehouse(DuckDBWarehouse):
-    def load_batches(self, batches: Sequence[StagedBatch], dedupe_window_days: int) -> LoadResult:
+    def commit(self, plan: LoadPlan, prepared: dict[str, Any]) -> None:
         raise WarehouseBusyError("another process holds the file")
 
 
 def test_a_transient_error_fails_the_whole_load_and_isolates_nothing(settings: Settings) -> None:
     ingest(settings, [[event("t-1")], [event("t-2")]])
-    queue = queue_of(settings)
-    refs = [queue.stage(m) for m in queue.receive(max_messages=100, visibility_timeout=30)]
-    assert refs
+    warehouse = LockedWarehouse(settings.duckdb_path)
+    with open_loader(settings, warehouse=warehouse) as loader:
+        messages = loader.queue.receive(max_messages=100, visibility_timeout=30)
+        assert messages
+        with pytest.raises(WarehouseBusyError):
+            loader.load(messages)
+        pending = loader.store.pending()
 
-    with pytest.raises(WarehouseBusyError):
-        load_refs(queue, LockedWarehouse(settings.duckdb_path), refs, dedupe_window_days=7)
-
-    assert queue.depth()["in_flight"] == len(refs)  # nothing deleted: the run retries all
+    queue = BatchQueue.for_settings(settings)
+    assert queue.depth()["in_flight"] == len(messages)  # nothing deleted: the loop retries all
+    assert len(pending) == 1  # the intent waits for the next load to recover it
     listed = aws.client("s3", settings).list_objects_v2(
         Bucket=settings.bucket, Prefix="load-failures/"
     )

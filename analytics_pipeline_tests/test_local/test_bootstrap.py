@@ -8,7 +8,7 @@ from pathlib import Path
 from analytics_pipeline import aws
 from analytics_pipeline.local.bootstrap import ensure_resources
 from analytics_pipeline.settings import Settings
-from analytics_pipeline_tests.conftest import unique_settings_env
+from analytics_pipeline_testkit.environments import unique_settings_env
 
 
 def test_ensure_resources_is_idempotent_and_configures_the_queue(

@@ -11,7 +11,8 @@ import pytest
 from analytics_pipeline import aws
 from analytics_pipeline.local.emulator import endpoint_answers, ensure_emulator, patch_moto_kinesis
 from analytics_pipeline.settings import Settings
-from analytics_pipeline_tests.conftest import free_port, unique_settings_env
+from analytics_pipeline_testkit.environments import unique_settings_env
+from analytics_pipeline_testkit.processes import free_port
 
 
 def test_patched_shard_numbers_reads_and_lags_like_moto() -> None:
@@ -95,5 +96,5 @@ def test_ensure_emulator_starts_one_and_stop_ends_it(tmp_path: Path) -> None:
     finally:
         emulator.stop()
 
-    assert emulator.process.returncode is not None
+    assert emulator.exit_code() is not None
     assert not endpoint_answers(endpoint)

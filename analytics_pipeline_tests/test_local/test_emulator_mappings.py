@@ -13,8 +13,9 @@ from analytics_pipeline.local.bootstrap import ensure_resources
 from analytics_pipeline.local.emulator import start_emulator
 from analytics_pipeline.local.trigger import KinesisTrigger
 from analytics_pipeline.settings import Settings
-from analytics_pipeline_tests.conftest import free_port, unique_settings_env
-from analytics_pipeline_tests.test_local.test_trigger import RecordingHandler
+from analytics_pipeline_testkit.doubles import RecordingHandler
+from analytics_pipeline_testkit.environments import unique_settings_env
+from analytics_pipeline_testkit.processes import free_port
 
 
 def _function_zip() -> bytes:

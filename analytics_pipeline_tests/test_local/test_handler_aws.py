@@ -10,7 +10,7 @@ from analytics_pipeline import aws
 from analytics_pipeline.contract.batches import Payload
 from analytics_pipeline.ingest.handler import handler
 from analytics_pipeline.settings import Settings
-from analytics_pipeline_tests.test_local.traffic import blob, drain_queue, track_event
+from analytics_pipeline_testkit.traffic import blob, drain_queue, track_event
 
 
 def lambda_event(settings: Settings, blobs: list[bytes]) -> dict:

@@ -17,8 +17,8 @@ from analytics_pipeline.client.client import kinesis_client
 from analytics_pipeline.contract import Limits, parse_blob
 from analytics_pipeline.local.simulator import run_forever, simulate
 from analytics_pipeline.settings import Settings
-from analytics_pipeline_tests.test_client.kinesis_double import KinesisDouble
-from analytics_pipeline_tests.test_client.stream_reader import read_stream
+from analytics_pipeline_testkit.doubles import KinesisDouble
+from analytics_pipeline_testkit.traffic import read_stream
 
 
 def judge(settings: Settings, blobs: list[bytes]) -> tuple[list[str], Counter[str], list[float]]:

@@ -19,7 +19,7 @@ from analytics_pipeline.contract.reasons import Reason
 from analytics_pipeline.ingest.handler import build_handler
 from analytics_pipeline.local.trigger import KinesisTrigger
 from analytics_pipeline.settings import Settings
-from analytics_pipeline_tests.test_local.traffic import (
+from analytics_pipeline_testkit.traffic import (
     drain_queue,
     put_mixed_traffic,
     wait_for_message_ids,

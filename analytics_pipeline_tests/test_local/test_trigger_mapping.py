@@ -15,10 +15,10 @@ from analytics_pipeline.local.event_source_mapping import (
 )
 from analytics_pipeline.local.trigger import KinesisTrigger
 from analytics_pipeline.settings import Settings
-from analytics_pipeline_tests.test_local.test_trigger import (
-    FakeKinesis,
+from analytics_pipeline_testkit.doubles import (
+    KinesisShardDouble,
     RecordingHandler,
-    settings,
+    shard_settings,
 )
 
 DESTINATION = "arn:aws:sqs:us-east-1:123456789012:analytics-ingest-failures"
@@ -58,11 +58,11 @@ class PoisonHandler:
 
 
 def _trigger(
-    tmp_path: Path, kinesis: FakeKinesis, handler: Any, mapping: MappingSettings
+    tmp_path: Path, kinesis: KinesisShardDouble, handler: Any, mapping: MappingSettings
 ) -> tuple[KinesisTrigger, list[tuple[str, Mapping[str, Any]]]]:
     sent: list[tuple[str, Mapping[str, Any]]] = []
     trigger = KinesisTrigger(
-        settings(tmp_path),
+        shard_settings(tmp_path),
         handler=handler,
         kinesis=kinesis,
         retry_base_seconds=0.001,
@@ -92,7 +92,7 @@ def test_a_mapping_entry_becomes_the_settings_the_trigger_plays(tmp_path: Path) 
     assert not bare.report_batch_item_failures and not bare.bisect_on_function_error
     # A test double for Kinesis means no mapping lookup: the local defaults.
     trigger = KinesisTrigger(
-        settings(tmp_path, 7), handler=RecordingHandler(), kinesis=FakeKinesis([])
+        shard_settings(tmp_path, 7), handler=RecordingHandler(), kinesis=KinesisShardDouble([])
     )
     assert trigger.mapping == MappingSettings(batch_size=7)
 
@@ -100,7 +100,7 @@ def test_a_mapping_entry_becomes_the_settings_the_trigger_plays(tmp_path: Path) 
 def test_bisection_isolates_a_poison_record_and_only_it_goes_to_the_destination(
     tmp_path: Path,
 ) -> None:
-    kinesis = FakeKinesis([b"{}"] * 8)
+    kinesis = KinesisShardDouble([b"{}"] * 8)
     handler = PoisonHandler(poison="3")
     mapping = MappingSettings(
         batch_size=8,
@@ -132,7 +132,7 @@ def test_bisection_isolates_a_poison_record_and_only_it_goes_to_the_destination(
 
 
 def test_without_bisect_the_whole_batch_is_given_up_after_its_retries(tmp_path: Path) -> None:
-    kinesis = FakeKinesis([b"{}"] * 6)
+    kinesis = KinesisShardDouble([b"{}"] * 6)
     handler = PoisonHandler(poison="2")
     mapping = MappingSettings(
         batch_size=4, maximum_retry_attempts=2, on_failure_destination=DESTINATION
@@ -149,7 +149,7 @@ def test_without_bisect_the_whole_batch_is_given_up_after_its_retries(tmp_path: 
 
 
 def test_records_older_than_the_maximum_age_skip_the_handler(tmp_path: Path) -> None:
-    kinesis = FakeKinesis([b"{}"] * 3)  # arrived on 2026-11-29
+    kinesis = KinesisShardDouble([b"{}"] * 3)  # arrived on 2026-11-29
     handler = RecordingHandler()
     mapping = MappingSettings(
         batch_size=10, maximum_record_age_seconds=60, on_failure_destination=DESTINATION
@@ -164,7 +164,7 @@ def test_records_older_than_the_maximum_age_skip_the_handler(tmp_path: Path) -> 
 def test_without_report_batch_item_failures_a_partial_answer_counts_as_success(
     tmp_path: Path,
 ) -> None:
-    kinesis = FakeKinesis([b"{}"] * 4)
+    kinesis = KinesisShardDouble([b"{}"] * 4)
     handler = RecordingHandler(script=[1])
     mapping = MappingSettings(batch_size=4, report_batch_item_failures=False)
     trigger, sent = _trigger(tmp_path, kinesis, handler, mapping)

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from analytics_pipeline.warehouse import SCHEMA, DuckDBWarehouse, WarehouseBusyError
-from analytics_pipeline_tests.test_warehouse.builders import event, staged
+from analytics_pipeline.warehouse.duckdb import DuckDBWarehouse, WarehouseBusyError
+from analytics_pipeline.warehouse.tables import SCHEMA
+from analytics_pipeline_testkit.loading import load_once
+from analytics_pipeline_testkit.rows import event, staged
 
 HOLD_SECONDS = 2.0
 
@@ -49,7 +51,7 @@ def held_read_write(path: Path, seconds: float) -> Iterator[subprocess.Popen[str
 @pytest.fixture
 def warehouse(tmp_path: Path) -> DuckDBWarehouse:
     warehouse = DuckDBWarehouse(tmp_path / "warehouse.duckdb", open_timeout_seconds=30)
-    warehouse.load_batches([staged([event("m-1")])], dedupe_window_days=7)
+    load_once(warehouse, [staged([event("m-1")])], warehouse.path.parent / "store")
     return warehouse
 
 
@@ -59,7 +61,7 @@ def test_query_and_load_wait_for_the_other_process(warehouse: DuckDBWarehouse) -
         started = time.monotonic()
         answer = warehouse.query(f"SELECT count(*) FROM {SCHEMA}.events")
         waited = time.monotonic() - started
-        loaded = warehouse.load_batches([staged([event("m-2")])], dedupe_window_days=7)
+        loaded = load_once(warehouse, [staged([event("m-2")])], warehouse.path.parent / "store")
 
     assert answer.rows == [(1,)]
     assert waited >= HOLD_SECONDS / 2  # it really was blocked, and waited rather than failed
@@ -77,7 +79,7 @@ def test_a_short_timeout_names_the_file_and_the_other_process(tmp_path: Path) ->
         with pytest.raises(WarehouseBusyError) as query_error:
             impatient.query("SELECT 1")
         with pytest.raises(WarehouseBusyError):
-            impatient.load_batches([staged([event("m-1")])], dedupe_window_days=7)
+            load_once(impatient, [staged([event("m-1")])], impatient.path.parent / "store")
 
     message = str(query_error.value)
     assert str(path) in message and "another process" in message

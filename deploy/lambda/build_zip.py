@@ -1,11 +1,11 @@
 """Build the ingest Lambda package: `make lambda-zip` -> dist/ingest-lambda.zip.
 
 The package holds the handler (`analytics_pipeline.ingest.handler.handler`), the modules it
-imports (contract/, ingest/, settings.py, aws.py, the package __init__) and its run-time
-wheels, msgspec and isal, as manylinux wheels for Lambda's Python 3.11 on the chosen
+imports (contract/, ingest/, settings.py, aws.py, chunking.py, the package __init__) and its
+run-time wheels, msgspec and isal, as manylinux wheels for Lambda's Python 3.11 on the chosen
 architecture, at the versions pinned in constraints.txt. boto3 is not packaged: the runtime
-provides it. Modules and wheels are named here one by one, never derived from the project's
-dependencies (which carry Dagster, DuckDB and Google's clients).
+provides it. The wheels are the core install's dependencies (pyproject) minus boto3, and the
+modules the handler's import closure: a test holds both to the code.
 
 Sources are compiled to unchecked-hash .pyc files: Lambda's /var/task is read-only, so without
 them every cold start compiles every module again. The zip is reproducible (sorted entries,
@@ -34,6 +34,7 @@ PACKAGE_FILES = (
     "analytics_pipeline/__init__.py",
     "analytics_pipeline/settings.py",
     "analytics_pipeline/aws.py",
+    "analytics_pipeline/chunking.py",
     "analytics_pipeline/contract/*.py",
     "analytics_pipeline/ingest/*.py",
 )

@@ -1,12 +1,15 @@
-"""Daily aggregates over `events`, refreshed on a cooldown (see `defs/automation.py`)."""
+"""Daily aggregates over `events`, kept current by every load (incrementally, in the same commit
+as the events they count: see `loader/plan.py`); the load loop materializes their day
+partitions. Materializing one here recomputes the day from `events`: the repair, and what a
+backfill over a date range runs, one scan of the day each (on BigQuery, billed).
+"""
 
 from collections.abc import Callable
 from datetime import date
 
 import dagster as dg
 
-from analytics_pipeline.defs.automation import refresh_condition
-from analytics_pipeline.defs.ingest.assets import EVENTS
+from analytics_pipeline.defs.ingest.assets import DAILY_ACTIVE_USERS, DAILY_EVENT_COUNTS, EVENTS
 from analytics_pipeline.defs.policies import WAREHOUSE_RETRY_POLICY
 from analytics_pipeline.defs.resources import WarehouseResource
 from analytics_pipeline.settings import Settings
@@ -27,7 +30,6 @@ def _aggregate_asset(
         group_name="aggregates",
         kinds={settings.warehouse, "sql"},
         description=description,
-        automation_condition=refresh_condition(settings.aggregate_cron),
         retry_policy=WAREHOUSE_RETRY_POLICY,
     )
     def _asset(
@@ -41,21 +43,25 @@ def _aggregate_asset(
     return _asset
 
 
+# name -> (description, how the warehouse refreshes one day of it)
+AGGREGATES: dict[str, tuple[str, Callable[[Warehouse, date], int]]] = {
+    DAILY_EVENT_COUNTS.path[-1]: (
+        "Events and distinct users per day, type and event name.",
+        lambda store, day: store.refresh_daily_event_counts(day),
+    ),
+    DAILY_ACTIVE_USERS.path[-1]: (
+        "Distinct active users per day (identified and anonymous).",
+        lambda store, day: store.refresh_daily_active_users(day),
+    ),
+}
+
+
 def aggregates_definitions(
     settings: Settings, partitions_def: dg.PartitionsDefinition
 ) -> dg.Definitions:
-    daily_event_counts = _aggregate_asset(
-        "daily_event_counts",
-        "Events and distinct users per day, type and event name.",
-        lambda store, day: store.refresh_daily_event_counts(day),
-        settings,
-        partitions_def,
+    return dg.Definitions(
+        assets=[
+            _aggregate_asset(name, description, refresh, settings, partitions_def)
+            for name, (description, refresh) in AGGREGATES.items()
+        ]
     )
-    daily_active_users = _aggregate_asset(
-        "daily_active_users",
-        "Distinct active users per day (identified and anonymous).",
-        lambda store, day: store.refresh_daily_active_users(day),
-        settings,
-        partitions_def,
-    )
-    return dg.Definitions(assets=[daily_event_counts, daily_active_users])

@@ -1,18 +1,23 @@
-"""The ingest domain's assets: the stream and queue (external) and the loading of batches.
+"""The ingest domain's assets: the stream and queue (external), and `events` /
+`events_quarantine`, which the load loop materializes micro-batch by micro-batch.
 
-One op loads both `events` and `events_quarantine`: a batch message is loaded and then deleted
-once, whichever table its rows go to. Each micro-batch is one more materialization of its day.
+Materializing `events` (or a day of it) from the UI brings it up to date: when no loop holds
+the loader store the run loads what waits in the queue itself; when the loop runs, it waits
+until the loop has emptied the queue. Either way every batch is loaded once, by one loader.
 """
 
-from datetime import date
+import time
+from collections.abc import Iterator
+from typing import Any
 
 import dagster as dg
-from pydantic import Field
 
 from analytics_pipeline.contract.batches import BatchKind
 from analytics_pipeline.defs.policies import WAREHOUSE_RETRY_POLICY
 from analytics_pipeline.defs.resources import BatchQueueResource, WarehouseResource
-from analytics_pipeline.loader import BatchRef, drain_day, load_refs
+from analytics_pipeline.loader import LoadOutcome
+from analytics_pipeline.loader.loop import open_loader, run_loop
+from analytics_pipeline.loader.store import StoreBusyError
 from analytics_pipeline.settings import Settings
 from analytics_pipeline.warehouse.base import LoadResult
 
@@ -20,33 +25,13 @@ KINESIS_STREAM = dg.AssetKey("kinesis_stream")
 SQS_BATCH_QUEUE = dg.AssetKey("sqs_batch_queue")
 EVENTS = dg.AssetKey("events")
 EVENTS_QUARANTINE = dg.AssetKey("events_quarantine")
+DAILY_EVENT_COUNTS = dg.AssetKey("daily_event_counts")
+DAILY_ACTIVE_USERS = dg.AssetKey("daily_active_users")
 KIND_BY_ASSET = {EVENTS: BatchKind.EVENTS, EVENTS_QUARANTINE: BatchKind.QUARANTINE}
 ASSET_BY_KIND = {kind: key for key, kind in KIND_BY_ASSET.items()}
 
 COUNTS_RECONCILE_CHECK = "counts_reconcile"
-
-
-class BatchMessage(dg.Config):
-    """One SQS message to load (a `BatchRef`); the sensor fills these in."""
-
-    sqs_message_id: str
-    receipt_handle: str
-    receive_count: int
-    batch_id: str
-    kind: str
-    day: str
-    row_count: int
-    bucket: str
-    key: str
-    staged: bool
-
-
-class LoadBatchesConfig(dg.Config):
-    messages: list[BatchMessage] = Field(
-        default=[],
-        description="Batches to load. Empty (a run started from the UI): drain the queue of this "
-        "partition's batches.",
-    )
+DRAIN_TIMEOUT_SECONDS = 300.0  # an on-demand run waits this long for the queue to empty
 
 
 def external_assets(settings: Settings) -> list[dg.AssetSpec]:
@@ -68,6 +53,29 @@ def external_assets(settings: Settings) -> list[dg.AssetSpec]:
             metadata={"queue_name": settings.queue_name, "dead_letter_queue": settings.dlq_name},
         ),
     ]
+
+
+def load_metadata(
+    result: LoadResult, quarantined: LoadResult, outcome: LoadOutcome | None = None
+) -> dict[str, float | int]:
+    """What one load did, as materialization metadata (numbers, so the UI plots them)."""
+    metadata: dict[str, float | int] = {
+        "rows_loaded": result.rows_inserted,
+        "duplicates_skipped": result.duplicates_skipped,
+        "rows_declared": result.rows_declared,
+        "rejected": quarantined.rows_received,
+        "batches": result.batches,
+        "batches_already_loaded": result.batches_already_loaded,
+        "batches_failed": len(result.failed_batch_ids),
+    }
+    for name in ("p50", "p95", "max"):
+        value = getattr(result, f"seconds_from_sent_at_{name}")
+        if value is not None:
+            metadata[f"seconds_from_sent_at_{name}"] = round(value, 3)
+    if outcome is not None:
+        metadata["bytes"] = outcome.bytes
+        metadata["load_seconds"] = round(outcome.seconds, 3)
+    return metadata
 
 
 def load_batches_asset(
@@ -107,46 +115,49 @@ def load_batches_asset(
     )
     def load_batches(
         context: dg.AssetExecutionContext,
-        config: LoadBatchesConfig,
         batch_queue: BatchQueueResource,
         warehouse: WarehouseResource,
-    ):
-        day = context.partition_key
-        kinds = {KIND_BY_ASSET[key] for key in context.selected_asset_keys}
+    ) -> Iterator[Any]:
         queue = batch_queue.get_queue()
-        if config.messages:
-            refs = [BatchRef(**message.model_dump()) for message in config.messages]
-            foreign = [ref for ref in refs if ref.day != day or BatchKind(ref.kind) not in kinds]
-            if foreign:
-                raise dg.Failure(f"{len(foreign)} batches do not belong to {day} / {kinds}")
-        else:
-            refs = drain_day(
-                queue,
-                day,
-                kinds,
-                max_messages=settings.sensor_max_messages,
-                visibility_timeout=settings.sqs_visibility_seconds,
-            )
-        store = warehouse.get_warehouse()
-        store.ensure_schema()
-        results = load_refs(queue, store, refs, settings.dedupe_window_days)
-        empty = LoadResult()
-        quarantined = results.get(BatchKind.QUARANTINE, empty)
-        for kind in sorted(kinds):
-            result = results.get(kind, empty)
-            key = ASSET_BY_KIND[kind]
-            metadata = _metadata(result, quarantined)
-            check_results = []
-            if kind is BatchKind.EVENTS:
-                check_results = _event_checks(context, result)
-            context.log.info("%s %s: %s", key.to_user_string(), day, metadata)
+        total = LoadOutcome()
+        try:
+            with open_loader(settings, warehouse=warehouse.get_warehouse(), queue=queue) as loader:
+                # No loop runs: load what waits, until a receive finds nothing.
+                deadline = time.monotonic() + DRAIN_TIMEOUT_SECONDS
+                while time.monotonic() < deadline:
+                    outcomes = list(run_loop(loader, settings, seconds=1))
+                    if not outcomes:
+                        break
+                    for outcome in outcomes:
+                        total.add(outcome)
+        except StoreBusyError:
+            # The loop loads: wait until it has emptied the queue.
+            context.log.info("the load loop is running: waiting for the queue to empty")
+            deadline = time.monotonic() + DRAIN_TIMEOUT_SECONDS
+            while any(queue.depth().values()) and time.monotonic() < deadline:
+                time.sleep(1.0)
+        quarantined = total.result(BatchKind.QUARANTINE)
+        for key in sorted(context.selected_asset_keys, key=lambda k: k.to_user_string()):
+            result = total.result(KIND_BY_ASSET[key])
+            checks = []
+            if key == EVENTS and dg.AssetCheckKey(EVENTS, COUNTS_RECONCILE_CHECK) in (
+                context.selected_asset_check_keys
+            ):
+                checks.append(
+                    dg.AssetCheckResult(
+                        asset_key=EVENTS,
+                        check_name=COUNTS_RECONCILE_CHECK,
+                        passed=result.reconciles,
+                        metadata={"rows_declared": result.rows_declared},
+                    )
+                )
             yield dg.MaterializeResult(
-                asset_key=key, metadata=metadata, check_results=check_results
+                asset_key=key,
+                metadata=load_metadata(result, quarantined, total),
+                check_results=checks,
             )
-        failed = sorted(b for result in results.values() for b in result.failed_batch_ids)
+        failed = sorted(b for result in total.results.values() for b in result.failed_batch_ids)
         if failed:
-            # After the yields: the batches that did load are materialized; this run still
-            # shows as failed, and the failed messages are redelivered (then dead-lettered).
             raise dg.Failure(
                 f"{len(failed)} batches failed to load and stay queued: {', '.join(failed)}; "
                 "`analytics-pipeline dlq list` shows why once they reach the dead-letter queue",
@@ -154,49 +165,3 @@ def load_batches_asset(
             )
 
     return load_batches
-
-
-def _day(partition_key: str) -> date:
-    return date.fromisoformat(partition_key)
-
-
-def _metadata(result: LoadResult, quarantined: LoadResult) -> dict[str, float | int]:
-    metadata: dict[str, float | int] = {
-        "rows_loaded": result.rows_inserted,
-        "duplicates_skipped": result.duplicates_skipped,
-        "rows_declared": result.rows_declared,
-        "rejected": quarantined.rows_received,
-        "batches": result.batches,
-        "batches_already_loaded": result.batches_already_loaded,
-        "batches_failed": len(result.failed_batch_ids),
-    }
-    if result.seconds_from_sent_at_p50 is not None:
-        metadata["seconds_from_sent_at_p50"] = round(result.seconds_from_sent_at_p50, 3)
-    if result.seconds_from_sent_at_max is not None:
-        metadata["seconds_from_sent_at_max"] = round(result.seconds_from_sent_at_max, 3)
-    return metadata
-
-
-def _event_checks(
-    context: dg.AssetExecutionContext, result: LoadResult
-) -> list[dg.AssetCheckResult]:
-    """Checks that cost nothing: computed from the load itself, so they run on every batch."""
-    selected = context.selected_asset_check_keys
-    checks = [
-        dg.AssetCheckResult(
-            asset_key=EVENTS,
-            check_name=COUNTS_RECONCILE_CHECK,
-            passed=result.reconciles,
-            metadata={
-                "rows_declared": result.rows_declared,
-                "rows_received": result.rows_received,
-                "rows_inserted": result.rows_inserted,
-                "duplicates_skipped": result.duplicates_skipped,
-            },
-        ),
-    ]
-    return [
-        check
-        for check in checks
-        if dg.AssetCheckKey(EVENTS, check.check_name) in selected  # type: ignore[arg-type]
-    ]

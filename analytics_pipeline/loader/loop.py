@@ -1,0 +1,80 @@
+"""The long-lived load loop: long-poll SQS, load what arrives at once, repeat until a deadline.
+
+A load starts within milliseconds of a batch becoming visible in SQS: the receive long-polls
+(up to 20 s; SQS answers as soon as a message is there) and no process has to start. Dagster
+runs it as one run of `events_loop_job` at a time (`defs/ingest/loop.py`), started by a sensor
+and replaced when it ends or dies; the CLI and the tests run the same generator directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+
+from analytics_pipeline.loader.batch_queue import BatchQueue
+from analytics_pipeline.loader.load import Loader, LoadOutcome
+from analytics_pipeline.loader.store import LoaderStore
+from analytics_pipeline.settings import Settings
+from analytics_pipeline.warehouse import Warehouse, open_warehouse
+
+MAX_WAIT_SECONDS = 20  # SQS's longest long poll
+FILL_SECONDS = 2.0  # after the first message, how long a receive may go on filling a load
+
+
+class StoreMissingError(RuntimeError):
+    """The warehouse holds loads the loader's store does not know: loading now could insert
+    copies of events already loaded, so the loader refuses until the store is rebuilt."""
+
+
+@contextlib.contextmanager
+def open_loader(
+    settings: Settings,
+    *,
+    warehouse: Warehouse | None = None,
+    queue: BatchQueue | None = None,
+    wait_seconds: float = 0.0,
+) -> Iterator[Loader]:
+    """A loader for the configured queue and warehouse, holding the queue's store (waiting up
+    to `wait_seconds` for another loader to let go), with every interrupted load recovered."""
+    with LoaderStore.open(
+        settings.loader_store_dir,
+        retention_days=settings.loader_retention_days,
+        wait_seconds=wait_seconds,
+    ) as store:
+        warehouse = warehouse or open_warehouse(settings)
+        warehouse.ensure_schema()
+        if store.is_empty() and not store.pending() and warehouse.last_loads(1).rows:
+            raise StoreMissingError(
+                f"the loader store {store.path} is empty but the warehouse has loads: loading "
+                "now could insert events twice. Restore the store from its snapshot, or run "
+                "`analytics-pipeline loader rebuild` (it reads the keys back from the warehouse)"
+            )
+        loader = Loader(queue or BatchQueue.for_settings(settings), warehouse, store)
+        loader.recover()
+        yield loader
+
+
+def run_loop(
+    loader: Loader,
+    settings: Settings,
+    *,
+    seconds: float,
+    stop: threading.Event | None = None,
+) -> Iterator[LoadOutcome]:
+    """Load what arrives for `seconds` (or until `stop`); one outcome per load."""
+    deadline = time.monotonic() + seconds
+    stop = stop or threading.Event()
+    while not stop.is_set():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        messages = loader.queue.receive(
+            max_messages=settings.load_max_messages,
+            visibility_timeout=settings.sqs_visibility_seconds,
+            time_budget_seconds=FILL_SECONDS,
+            first_wait_seconds=int(min(MAX_WAIT_SECONDS, max(remaining, 0))),
+        )
+        if messages:
+            yield loader.load(messages)
