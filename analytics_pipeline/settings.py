@@ -9,6 +9,7 @@ library, so the Lambda package can use it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import types
 import typing
@@ -55,7 +56,8 @@ class Settings:
     bucket: str = setting(
         "ANALYTICS_BUCKET",
         "analytics-event-batches",
-        "S3 bucket for batches too big for one SQS message and for batches staged for a run.",
+        "S3 bucket for batches too big for one SQS message, and the failure record of each "
+        "batch that failed to load.",
     )
     warehouse: str = setting(
         "ANALYTICS_WAREHOUSE", "duckdb", "Warehouse: `duckdb` (local) or `bigquery`."
@@ -99,6 +101,13 @@ class Settings:
         "false",
         "Make BigQuery refuse queries on `events` without a filter on `timestamp`. Applied when "
         "the table is created.",
+    )
+    bigquery_streams_per_hour: int = setting(
+        "ANALYTICS_BIGQUERY_STREAMS_PER_HOUR",
+        "8000",
+        "Write streams the load loop may create per hour on BigQuery (one per table a load "
+        "writes): it spaces loads to stay under the project's CreateWriteStream quota "
+        "(10,000 an hour per region by default), so a busy hour makes fewer, bigger loads.",
     )
     state_dir: Path = setting(
         "ANALYTICS_STATE_DIR",
@@ -144,8 +153,9 @@ class Settings:
     loader_state_dir: Path = setting(
         "ANALYTICS_LOADER_STATE_DIR",
         ".analytics-pipeline/loader",
-        "The loader's store (key index, batch ledger, intents), a folder per queue, on the disk "
-        "of the host that runs the load loop. Losing it: see `analytics-pipeline loader rebuild`.",
+        "The loader's store (key index, batch ledger, intents), a folder per queue and "
+        "warehouse, on the disk of the host that runs the load loop. Losing it: see "
+        "`analytics-pipeline loader rebuild`.",
     )
     duplicate_check_cron: str = setting(
         "ANALYTICS_DUPLICATE_CHECK_CRON",
@@ -226,8 +236,15 @@ class Settings:
 
     @property
     def loader_store_dir(self) -> Path:
-        """The store of this pipeline's queue (one loader per queue)."""
-        return self.loader_state_dir / self.queue_name
+        """The store of this queue's loads into this warehouse: what it knows is loaded is
+        loaded *there*, so pointing the pipeline at another warehouse starts another store
+        (and switching back finds the old one)."""
+        if self.warehouse == "bigquery":
+            where = f"{self.bigquery_project}/{self.bigquery_dataset}/{self.bigquery_emulator_rest}"
+        else:
+            where = str(self.duckdb_path.resolve())
+        digest = hashlib.sha256(where.encode()).hexdigest()[:12]
+        return self.loader_state_dir / self.queue_name / f"{self.warehouse}-{digest}"
 
     @property
     def loader_retention_days(self) -> int:

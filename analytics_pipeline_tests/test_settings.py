@@ -52,7 +52,7 @@ def test_to_env_round_trips() -> None:
     settings = Settings.from_env(
         {
             "ANALYTICS_STREAM_NAME": "s",
-            "ANALYTICS_DEDUPE_WINDOW_DAYS": "3",
+            "ANALYTICS_LOAD_MAX_MESSAGES": "3",
             "AWS_ENDPOINT_URL": "",
             "ANALYTICS_BIGQUERY_REQUIRE_PARTITION_FILTER": "true",
         }
@@ -68,3 +68,21 @@ def test_readme_documents_every_variable_with_its_default() -> None:
         )
         assert row is not None, f"{variable} missing from the README's configuration table"
         assert (f"`{default}`" if default else "(unset)") in row, row
+
+
+def test_the_loader_store_belongs_to_one_queue_and_one_warehouse(tmp_path: Path) -> None:
+    base = {"ANALYTICS_LOADER_STATE_DIR": str(tmp_path)}
+
+    def store(**env: str) -> Path:
+        return Settings.from_env({**base, **env}).loader_store_dir
+
+    one = store(ANALYTICS_DUCKDB_PATH=str(tmp_path / "a.duckdb"))
+    assert one == store(ANALYTICS_DUCKDB_PATH=str(tmp_path / "a.duckdb"))
+    assert one.parent == tmp_path / "analytics-event-batches"
+    others = {
+        store(ANALYTICS_DUCKDB_PATH=str(tmp_path / "b.duckdb")),
+        store(ANALYTICS_WAREHOUSE="bigquery", ANALYTICS_BIGQUERY_DATASET="x"),
+        store(ANALYTICS_WAREHOUSE="bigquery", ANALYTICS_BIGQUERY_DATASET="y"),
+        store(ANALYTICS_DUCKDB_PATH=str(tmp_path / "a.duckdb"), ANALYTICS_QUEUE_NAME="other"),
+    }
+    assert one not in others and len(others) == 4

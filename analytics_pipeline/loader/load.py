@@ -65,6 +65,7 @@ class LoadOutcome:
     bytes: int = 0  # compressed batch bytes loaded
     seconds: float = 0.0
     failures: dict[str, BaseException] = field(default_factory=dict)  # batch id -> why
+    write_streams: int = 0  # BigQuery write streams created (a quota: see loop.py)
 
     def result(self, kind: BatchKind) -> LoadResult:
         return self.results.get(kind, LoadResult())
@@ -86,6 +87,7 @@ class LoadOutcome:
         self.bytes += other.bytes
         self.seconds += other.seconds
         self.failures.update(other.failures)
+        self.write_streams += other.write_streams
 
 
 class Loader:
@@ -95,6 +97,7 @@ class Loader:
         self.queue = queue
         self.warehouse = warehouse
         self.store = store
+        self.write_streams = 0  # created by this loader's loads so far
 
     def recover(self) -> int:
         """Finish or forget every load a crashed loader left between intent and record."""
@@ -162,8 +165,10 @@ class Loader:
         failed = dict(unreadable or {})
         kinds = {batch.batch_id: BatchKind(batch.kind) for batch in staged}
         outcome = LoadOutcome(bytes=sum(len(batch.ndjson_gz) for batch in staged))
+        streams_before = self.write_streams
         for plan in self._commit_isolating_failures(list(staged), failed):
             outcome.add_plan(plan)
+        outcome.write_streams = self.write_streams - streams_before
         outcome.failures = failed
         for batch_id in failed:
             kind = kinds.get(batch_id, BatchKind.EVENTS)
@@ -201,6 +206,7 @@ class Loader:
         if not plan.writes_anything:
             return plan
         prepared = self.warehouse.prepare(plan)
+        self.write_streams += len(prepared.get("streams", ()))
         intent = Intent(
             load_id=plan.load_id,
             created_at=time.time(),

@@ -1,5 +1,5 @@
 """BigQueryWarehouse against the real emulator (REST + Storage Write API over gRPC): what only
-BigQuery has (table layout, schema evolution, staging clean-up, concurrent loads, the read-only
+BigQuery has (table layout, schema evolution, write streams and their recovery, the read-only
 `query`, the Dagster resource and the CLI on BigQuery, the emulator `dev` starts).
 
 The exactly-once semantics both warehouses share are tested in `test_warehouses.py`.
@@ -171,6 +171,32 @@ def test_nothing_is_visible_before_the_commit_and_everything_after(
     counts = warehouse.table_row_counts()
     assert (counts["events"], counts["events_quarantine"], counts["loaded_batches"]) == (2, 1, 2)
     assert [table for table, *_ in prepared["streams"]][-1] == "loaded_batches"  # ledger last
+
+
+def test_a_load_whose_streams_are_lost_is_judged_by_its_rows(
+    bigquery_warehouse: BigQueryWarehouse, tmp_path: Path
+) -> None:
+    """Recovery when the streams of an intent can no longer be committed (BigQuery dropped
+    them, or the emulator restarted): the load's `loaded_at` in its tables decides."""
+    warehouse = bigquery_warehouse
+    with batch_loader(warehouse, tmp_path / "store") as loader:
+        committed = plan_load(
+            [staged([event("m-1")])], loader.store.known, loader.store.loaded_batches
+        )
+        prepared = warehouse.prepare(committed)
+        warehouse.commit(committed, prepared)
+        never = plan_load([staged([event("m-2")])], loader.store.known, loader.store.loaded_batches)
+        never_prepared = warehouse.prepare(never)
+
+    def lost(prepared: dict) -> dict:
+        streams = [
+            [table, f"{stream}-gone", low, high] for table, stream, low, high in prepared["streams"]
+        ]
+        return {**prepared, "streams": streams}
+
+    assert warehouse.recover(committed.load_id, lost(prepared)) is True
+    assert warehouse.recover(never.load_id, lost(never_prepared)) is False
+    assert sorted(events_by_id(warehouse)) == ["m-1"]
 
 
 def test_a_failed_commit_leaves_nothing_behind(

@@ -94,7 +94,9 @@ def loop_job(settings: Settings, partitions_def: dg.PartitionsDefinition) -> dg.
     ) -> Iterator[Any]:
         seconds = config.seconds or settings.loop_seconds
         partition_keys = set(partitions_def.get_partition_keys())
-        started = time.monotonic()
+        # From the run's start, so that an op retry does not outlive the run's max runtime.
+        record = context.instance.get_run_record_by_id(context.run_id)
+        started = (record.start_time if record else None) or time.time()
         with open_loader(
             settings,
             warehouse=warehouse.get_warehouse(),
@@ -102,7 +104,7 @@ def loop_job(settings: Settings, partitions_def: dg.PartitionsDefinition) -> dg.
             wait_seconds=STORE_WAIT_SECONDS,
         ) as loader:
             context.log.info("loading %s for %d s", settings.queue_name, seconds)
-            remaining = seconds - (time.monotonic() - started)
+            remaining = seconds - (time.time() - started)
             for outcome in run_loop(loader, settings, seconds=max(remaining, 0)):
                 yield from materializations(outcome, partition_keys)
 
