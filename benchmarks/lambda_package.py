@@ -17,7 +17,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from analytics_pipeline_tests.test_deploy.lambda_package import (
+from analytics_pipeline_testkit.lambda_package import (
     boto3_only_python,
     build_zip,
     cold_import_seconds,

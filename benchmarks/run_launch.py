@@ -2,9 +2,14 @@
 
 Dagster as deploy/dagster/ runs it (PostgreSQL storage, code location behind `dagster api
 grpc`, DefaultRunLauncher), against the AWS emulator; for each coordinator, launches the load
-job (empty queue: it drains nothing) one run at a time through GraphQL, and reads the run's
-creation, start and end times from Dagster's own run records. The candidates run side by side
-and take turns, so the load of a shared box falls on all of them. Run from the repository root:
+loop job for one second (empty queue: it loads nothing) one run at a time through GraphQL, and
+reads the run's creation, start and end times from Dagster's own run records. The loop sensor is
+stopped first (and its loop run ended), so that the measured runs never wait for the store. The
+candidates run side by side and take turns, so the load of a shared box falls on all of them.
+
+Since the loop design a launch happens once per ANALYTICS_LOOP_SECONDS (and when a loop run
+dies), not once per batch: this latency is the gap between two loop runs, during which batches
+wait in SQS. Run from the repository root:
 
     .venv/bin/python -m benchmarks.run_launch [--runs 8]
 """
@@ -15,18 +20,16 @@ import argparse
 import statistics
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
+from analytics_pipeline.defs.ingest.loop import LOOP_JOB_NAME
 from analytics_pipeline.local.bootstrap import ensure_resources
 from analytics_pipeline.local.emulator import start_emulator
 from analytics_pipeline.settings import Settings
-from analytics_pipeline_tests.conftest import free_port, unique_settings_env
-from analytics_pipeline_tests.test_deploy.dagster_production import (
-    CODE_LOCATION,
-    ProductionDagster,
-)
-from analytics_pipeline_tests.test_deploy.postgres import start_postgres
+from analytics_pipeline_testkit.dagster_production import CODE_LOCATION, ProductionDagster
+from analytics_pipeline_testkit.environments import unique_settings_env
+from analytics_pipeline_testkit.postgres import start_postgres
+from analytics_pipeline_testkit.processes import free_port, wait_for
 
 COORDINATORS = {
     "DefaultRunCoordinator": """
@@ -56,17 +59,38 @@ mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
 """
 RUN = """query($id: ID!) { runOrError(runId: $id) {
   ... on Run { status creationTime startTime endTime } } }"""
+REPOSITORY = {"repositoryLocationName": CODE_LOCATION, "repositoryName": "__repository__"}
+SENSOR_STATE = """query($selector: SensorSelector!) { sensorOrError(sensorSelector: $selector) {
+  ... on Sensor { sensorState { id selectorId status } } } }"""
+STOP_SENSOR = """mutation($origin: String, $selector: String) {
+  stopSensor(jobOriginId: $origin, jobSelectorId: $selector) { __typename } }"""
+ACTIVE_LOOP_RUNS = """query($filter: RunsFilter) { runsOrError(filter: $filter) {
+  ... on Runs { results { runId } } } }"""
+TERMINATE = """mutation($id: String!) { terminateRun(runId: $id) { __typename } }"""
 
 
-def launch_and_time(dagster: ProductionDagster, day: str) -> tuple[float, float]:
+def stop_the_loop(dagster: ProductionDagster) -> None:
+    """Stop the loop sensor and end the loop run it may have started (it holds the store)."""
+    selector = {**REPOSITORY, "sensorName": "sqs_batches_sensor"}
+    state = dagster.graphql(SENSOR_STATE, {"selector": selector})["sensorOrError"]["sensorState"]
+    dagster.graphql(STOP_SENSOR, {"origin": state["id"], "selector": state["selectorId"]})
+    active = {
+        "pipelineName": LOOP_JOB_NAME,
+        "statuses": ["QUEUED", "STARTING", "STARTED", "CANCELING"],
+    }
+
+    def loop_runs() -> list[dict]:
+        return dagster.graphql(ACTIVE_LOOP_RUNS, {"filter": active})["runsOrError"]["results"]
+
+    for run in loop_runs():
+        dagster.graphql(TERMINATE, {"id": run["runId"]})
+    wait_for(lambda: not loop_runs(), timeout=120, interval=0.5, what="no loop run left")
+
+
+def launch_and_time(dagster: ProductionDagster) -> tuple[float, float]:
     params = {
-        "selector": {
-            "repositoryLocationName": CODE_LOCATION,
-            "repositoryName": "__repository__",
-            "jobName": "load_batches_job",
-        },
-        "runConfigData": {},
-        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": day}]},
+        "selector": {**REPOSITORY, "jobName": LOOP_JOB_NAME},
+        "runConfigData": {"ops": {"events_loop": {"config": {"seconds": 1}}}},
     }
     answer = dagster.graphql(LAUNCH, {"params": params})["launchRun"]
     if answer["__typename"] != "LaunchRunSuccess":
@@ -87,7 +111,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=8)
     args = parser.parse_args()
-    day = datetime.now(UTC).date().isoformat()
     with tempfile.TemporaryDirectory(prefix="launch-bench-") as folder:
         root = Path(folder)
         emulator = start_emulator(free_port(), root / "emulator.log")
@@ -108,12 +131,13 @@ def main() -> None:
                 )
             for dagster in stacks.values():
                 dagster.wait_ready()
-                launch_and_time(dagster, day)  # the first run also warms the code server
+                stop_the_loop(dagster)
+                launch_and_time(dagster)  # the first run also warms the code server
             # Round robin, one run at a time: the shared box's load falls on every candidate.
             samples: dict[str, list[tuple[float, float]]] = {name: [] for name in stacks}
             for _ in range(args.runs):
                 for name, dagster in stacks.items():
-                    samples[name].append(launch_and_time(dagster, day))
+                    samples[name].append(launch_and_time(dagster))
         finally:
             for dagster in stacks.values():
                 dagster.stop()

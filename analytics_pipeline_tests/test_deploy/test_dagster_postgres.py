@@ -6,7 +6,8 @@ run retries and monitoring) and deploy/dagster/workspace.yaml (the code location
 lands once, every invalid one in quarantine with its reason. The load loop runs as it does in
 production, only shorter (ANALYTICS_LOOP_SECONDS 30): its run ends, the sensor starts the next
 one, and both runs, each load's materializations and the finished run's step logs are where the
-instance config puts them (PostgreSQL's tables, the bucket).
+instance config puts them (PostgreSQL's tables, the bucket). Terminating a loop run (the
+runbook's first step when the loader disk is lost) ends it, op retries notwithstanding.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pytest
 from analytics_pipeline import aws
 from analytics_pipeline.defs.ingest.loop import LOOP_JOB_NAME
 from analytics_pipeline.loader import BatchQueue
+from analytics_pipeline.loader.store import store_in_use
 from analytics_pipeline.local.bootstrap import ensure_resources
 from analytics_pipeline.settings import Settings
 from analytics_pipeline.warehouse import open_warehouse
@@ -29,6 +31,7 @@ from analytics_pipeline_testkit.processes import (
     descendants,
     free_port,
     start_trigger,
+    wait_for,
     wait_gone,
     wait_showing_logs,
 )
@@ -77,6 +80,30 @@ def _loop_runs(dagster: ProductionDagster) -> list[dict]:
     return [run for run in runs if run["jobName"] == LOOP_JOB_NAME]
 
 
+def _terminate_the_running_loop(
+    dagster: ProductionDagster, processes: tuple, settings: Settings
+) -> str:
+    """Terminate the loop run once it is loading (inside its op, holding the store); it must
+    end, not retry its op."""
+
+    def loading() -> str | None:
+        started = [r["runId"] for r in _loop_runs(dagster) if r["status"] == "STARTED"]
+        return started[0] if started and store_in_use(settings.loader_store_dir) else None
+
+    run_id = wait_for(loading, timeout=60, interval=1, what="a loop run holding the store")
+    answer = dagster.graphql(
+        "mutation($id: String!) { terminateRun(runId: $id) { __typename } }", {"id": run_id}
+    )
+    assert answer["terminateRun"]["__typename"] == "TerminateRunSuccess", answer
+
+    def ended() -> str | None:
+        status = {r["runId"]: r["status"] for r in _loop_runs(dagster)}[run_id]
+        return status if status in ("CANCELED", "FAILURE") else None
+
+    wait_showing_logs(processes, ended, 60, what="the terminated loop run ended")
+    return run_id
+
+
 def test_the_pipeline_runs_with_dagster_on_postgresql(
     settings: Settings, postgres: PostgresServer
 ) -> None:
@@ -110,6 +137,7 @@ def test_the_pipeline_runs_with_dagster_on_postgresql(
         runs = wait_showing_logs(
             processes, handed_over, LOOP_SECONDS + 120, what="a loop run ended, the next started"
         )
+        terminated = _terminate_the_running_loop(dagster, processes, settings)
     finally:
         # The loop run is a process the code server spawned: it must stop with the servers.
         spawned = [pid for process in processes[1:] for pid in descendants(process.pid)]
@@ -129,6 +157,12 @@ def test_the_pipeline_runs_with_dagster_on_postgresql(
     # The loop runs the webserver showed are PostgreSQL's rows; no run failed.
     shown = {run["runId"]: run["status"] for run in runs}
     assert "FAILURE" not in shown.values(), runs
+    # The terminated run ended at once: no op retry after the interrupt.
+    restarts = postgres.query(
+        "SELECT count(*) FROM event_logs WHERE dagster_event_type = 'STEP_RESTARTED' "
+        f"AND run_id = '{terminated}'"
+    )
+    assert restarts == [(0,)]
     stored = dict(
         postgres.query(f"SELECT run_id, status FROM runs WHERE pipeline_name = '{LOOP_JOB_NAME}'")
     )

@@ -97,16 +97,21 @@ def loop_job(settings: Settings, partitions_def: dg.PartitionsDefinition) -> dg.
         # From the run's start, so that an op retry does not outlive the run's max runtime.
         record = context.instance.get_run_record_by_id(context.run_id)
         started = (record.start_time if record else None) or time.time()
-        with open_loader(
-            settings,
-            warehouse=warehouse.get_warehouse(),
-            queue=batch_queue.get_queue(),
-            wait_seconds=STORE_WAIT_SECONDS,
-        ) as loader:
-            context.log.info("loading %s for %d s", settings.queue_name, seconds)
-            remaining = seconds - (time.time() - started)
-            for outcome in run_loop(loader, settings, seconds=max(remaining, 0)):
-                yield from materializations(outcome, partition_keys)
+        try:
+            with open_loader(
+                settings,
+                warehouse=warehouse.get_warehouse(),
+                queue=batch_queue.get_queue(),
+                wait_seconds=STORE_WAIT_SECONDS,
+            ) as loader:
+                context.log.info("loading %s for %d s", settings.queue_name, seconds)
+                remaining = seconds - (time.time() - started)
+                for outcome in run_loop(loader, settings, seconds=max(remaining, 0)):
+                    yield from materializations(outcome, partition_keys)
+        except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt) as interrupted:
+            # Dagster retries an interrupted op under its RetryPolicy: a terminated loop run
+            # (Terminate in the UI, run monitoring's max runtime) would go on loading.
+            raise
 
     @dg.job(
         name=LOOP_JOB_NAME,
