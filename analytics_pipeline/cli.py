@@ -172,6 +172,33 @@ def status() -> None:
         click.echo(f"\nwarehouse unavailable: {error}")
 
 
+@main.command()
+@click.option("--events-per-month", type=click.IntRange(min=1), required=True)
+@format_option
+@click.option(
+    "--warehouse",
+    type=click.Choice(["duckdb", "bigquery"]),
+    default=None,
+    help="Default: ANALYTICS_WAREHOUSE.",
+)
+@click.option("--assume", multiple=True, metavar="NAME=VALUE", help="Change an assumption.")
+def cost(
+    events_per_month: int, output_format: str, warehouse: str | None, assume: tuple[str, ...]
+) -> None:
+    """The monthly AWS + BigQuery bill for this many events, every billed item itemised."""
+    from analytics_pipeline.cost import estimate_for_settings
+    from analytics_pipeline.cost.report import text_report
+
+    try:
+        estimate = estimate_for_settings(Settings.from_env(), events_per_month, warehouse, assume)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--assume") from error
+    if output_format == "json":
+        click.echo(msgspec.json.encode(estimate.as_json()).decode())
+    else:
+        click.echo(text_report(estimate))
+
+
 @main.group()
 def dlq() -> None:
     """The dead-letter queue: batches that failed to load ANALYTICS_QUEUE_MAX_RECEIVES times."""

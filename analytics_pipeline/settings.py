@@ -150,12 +150,12 @@ class Settings:
         "How long one load loop run lasts before the sensor starts the next (a run per "
         "window keeps run logs and run history readable).",
     )
-    loader_state_dir: Path = setting(
+    loader_state_dir: Path | None = setting(
         "ANALYTICS_LOADER_STATE_DIR",
-        ".analytics-pipeline/loader",
+        "",
         "The loader's store (key index, batch ledger, intents), a folder per queue and "
-        "warehouse, on the disk of the host that runs the load loop. Losing it: see "
-        "`analytics-pipeline loader rebuild`.",
+        "warehouse, on the disk of the host that runs the load loop; unset: "
+        "`<ANALYTICS_STATE_DIR>/loader`. Losing it: see `analytics-pipeline loader rebuild`.",
     )
     duplicate_check_cron: str = setting(
         "ANALYTICS_DUPLICATE_CHECK_CRON",
@@ -244,7 +244,8 @@ class Settings:
         else:
             where = str(self.duckdb_path.resolve())
         digest = hashlib.sha256(where.encode()).hexdigest()[:12]
-        return self.loader_state_dir / self.queue_name / f"{self.warehouse}-{digest}"
+        base = self.loader_state_dir or self.state_dir / "loader"
+        return base / self.queue_name / f"{self.warehouse}-{digest}"
 
     @property
     def loader_retention_days(self) -> int:

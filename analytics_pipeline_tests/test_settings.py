@@ -86,3 +86,9 @@ def test_the_loader_store_belongs_to_one_queue_and_one_warehouse(tmp_path: Path)
         store(ANALYTICS_DUCKDB_PATH=str(tmp_path / "a.duckdb"), ANALYTICS_QUEUE_NAME="other"),
     }
     assert one not in others and len(others) == 4
+
+
+def test_the_loader_store_lives_in_the_state_folder_unless_told(tmp_path: Path) -> None:
+    settings = Settings.from_env({"ANALYTICS_STATE_DIR": str(tmp_path)})
+
+    assert settings.loader_store_dir.is_relative_to(tmp_path / "loader")

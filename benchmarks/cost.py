@@ -1,161 +1,93 @@
-"""Bytes per event on each hop and list-price dollars per million events.
+"""Bytes per event on each hop of the benchmark workload, and the cost table of the product's
+model (`analytics_pipeline.cost`, the `analytics-pipeline cost` command) at four volumes.
 
-Bytes are measured on the shared workload; prices are public list prices (us-east-1, on-demand,
-no free tiers, checked 2026-11; see PRICES) and every product is written out in COST_NOTES so a
-reader can redo the arithmetic with their own rate and prices.
+The bytes are measured here on the shared workload (bigger and more varied than the model's
+built-in sample, which it measures for itself); the dollars come from the model with this run's
+measured handler speed, so every figure can be reproduced with the command shown next to it.
 """
 
 from __future__ import annotations
 
-import math
+import shlex
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import msgspec
-
 from analytics_pipeline.contract.batches import decode_event_rows, decompress
+from analytics_pipeline.cost import Estimate, estimate_for_settings
+from analytics_pipeline.cost.sizes import logical_bytes
+from analytics_pipeline.ingest.packing import sqs_message_bytes
+from analytics_pipeline.loader.plan import plan_load
+from analytics_pipeline.settings import Settings
 from analytics_pipeline.warehouse.base import StagedBatch
 from analytics_pipeline.warehouse.duckdb import DuckDBWarehouse
-from benchmarks.loader_bench import LoadInput
-from benchmarks.workload import Workload
+from analytics_pipeline.warehouse.tables import EVENT_TABLE_COLUMNS
+from benchmarks.handler_bench import run_handler
+from benchmarks.workload import Workload, invocations_of_about, lambda_events
 
-GIB = 1024**3
-KINESIS_PUT_UNIT_BYTES = 25 * 1024
-SQS_BILLING_CHUNK_BYTES = 64 * 1024
-SQS_BATCH = 10
-LAMBDA_MEMORY_GB = 1.769  # the size at which Lambda gives one full vCPU: our one-core figure
-PRICES = {
-    "kinesis_shard_hour": 0.015,
-    "kinesis_put_units_per_million": 0.014,
-    "lambda_gb_second": 0.0000166667,
-    "lambda_requests_per_million": 0.20,
-    "sqs_requests_per_million": 0.40,
-    "s3_put_per_thousand": 0.005,
-    "s3_get_per_thousand": 0.0004,
-    "bigquery_write_api_per_gib": 0.025,  # after the first 2 TiB a month, which are free
-    "bigquery_active_logical_storage_per_gib_month": 0.02,
-}
-SENSOR_EMPTY_RECEIVES_PER_SECOND = 1 / 5  # one long poll per sensor tick, even when idle
+VOLUMES = (1_000_000, 100_000_000, 1_000_000_000, 10_000_000_000)
+WAREHOUSE = "bigquery"
 
 
 @dataclass
 class CostFigures:
-    rate: float  # events/s the scenario assumes
     bytes_per_event: dict[str, float] = field(default_factory=dict)
-    dollars_per_million: dict[str, float] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
+    estimates: list[Estimate] = field(default_factory=list)  # one per VOLUMES, on WAREHOUSE
+    assume: list[str] = field(default_factory=list)  # the `--assume` the estimates used
 
-    @property
-    def aws_total(self) -> float:
-        return sum(v for k, v in self.dollars_per_million.items() if not k.startswith("BigQuery"))
-
-
-def bigquery_logical_bytes(ndjson: bytes) -> int:
-    """BigQuery's logical size: STRING 2 + UTF-8 bytes, TIMESTAMP 8, JSON its text (+ loaded_at)."""
-    total = 0
-    for row in decode_event_rows(ndjson):
-        for value in msgspec.structs.astuple(row):
-            if value is None:
-                continue
-            if isinstance(value, msgspec.Raw):
-                total += 0 if bytes(value) == b"null" else len(value)
-            elif isinstance(value, str):
-                total += 2 + len(value.encode())
-            else:
-                total += 8
-        total += 8  # loaded_at
-    return total
+    def command(self, events_per_month: int | str, output_format: str = "table") -> str:
+        words = ["analytics-pipeline", "cost", "--events-per-month", str(events_per_month)]
+        words += ["--warehouse", WAREHOUSE, "--format", output_format]
+        for text in self.assume:
+            words += ["--assume", text]
+        return shlex.join(words)
 
 
-def duckdb_bytes(data: LoadInput) -> int:
+def duckdb_bytes(batches: list[StagedBatch]) -> int:
+    """The DuckDB file after the product's own load of every batch (plan, then commit)."""
     with tempfile.TemporaryDirectory(prefix="bench-cost-") as folder:
         warehouse = DuckDBWarehouse(Path(folder) / "w.duckdb")
-        staged = [
-            StagedBatch(r.batch_id, r.kind, r.day, r.row_count, data.bodies[r.key])  # type: ignore[arg-type]
-            for r in data.all_refs()
-        ]
-        warehouse.load_batches(staged, 7)
+        warehouse.ensure_schema()
+        plan = plan_load(batches, known=lambda keys: set(), loaded_batches=lambda ids: set())
+        warehouse.commit(plan, warehouse.prepare(plan))
         return (Path(folder) / "w.duckdb").stat().st_size
 
 
 def measure_cost(
-    workload: Workload, data: LoadInput, handler_events_per_second: float, rate: float
+    workload: Workload, handler_events_per_second: float, events_per_invocation: int
 ) -> CostFigures:
-    figures = CostFigures(rate)
+    """Bytes on each hop of the workload, as the handler packs invocations of about
+    `events_per_invocation` events; the bill from the model at each of VOLUMES."""
     events = workload.events
-    blob_bytes = sum(len(blob) for blob in workload.blobs)
-    put_units = sum(math.ceil(len(blob) / KINESIS_PUT_UNIT_BYTES) for blob in workload.blobs)
-    refs = data.all_refs()
-    messages = len(refs)
-    # As sent: base64 of the gzip body plus ~230 bytes of message attributes.
-    message_bytes = [len(data.bodies[r.key]) * 4 / 3 + 230 for r in refs]
-    chunks = sum(math.ceil(size / SQS_BILLING_CHUNK_BYTES) for size in message_bytes)
-    ndjson = b"".join(decompress(data.bodies[r.key]) for r in refs)
-    loaded = data.events
-    figures.bytes_per_event = {
-        "client blob (gzip JSON)": blob_bytes / events,
-        "Kinesis record": blob_bytes / events,
-        "SQS message (base64 gzip NDJSON + attributes)": sum(message_bytes) / loaded,
-        "batch NDJSON, uncompressed (context merged into each row)": len(ndjson) / loaded,
-        "DuckDB file": duckdb_bytes(data) / loaded,
-        "BigQuery logical (active storage, Write API ingest)": bigquery_logical_bytes(ndjson)
-        / loaded,
-    }
-
-    per_million = 1e6
-    seconds_for_million = per_million / rate
-    bytes_per_second = rate * blob_bytes / events
-    blobs_per_second = rate * len(workload.blobs) / events
-    shards = max(1, math.ceil(bytes_per_second / 1e6), math.ceil(blobs_per_second / 1000))
-    shard_hours = shards * seconds_for_million / 3600
-    put_units_m = put_units / events * per_million
-    invocations = min(shards * seconds_for_million, len(workload.blobs) / events * per_million)
-    gb_seconds = per_million / handler_events_per_second * LAMBDA_MEMORY_GB
-    messages_m = messages / loaded * per_million
-    sqs_requests = (
-        2 * chunks / loaded * per_million  # send (per 64 KiB chunk) + receive of the same bytes
-        + messages_m / SQS_BATCH  # DeleteMessageBatch of 10
-        + seconds_for_million * SENSOR_EMPTY_RECEIVES_PER_SECOND
+    captured = [
+        run_handler(lambda_events(group))
+        for group in invocations_of_about(workload, events_per_invocation)
+    ]
+    messages = [message for output in captured for message in output.messages]
+    batches = [
+        StagedBatch(header.batch_id, header.kind, header.day, header.row_count, body)
+        for output in captured
+        for header, body in output.batches()
+    ]
+    ndjson = b"".join(decompress(batch.ndjson_gz) for batch in batches)
+    rows = decode_event_rows(ndjson)
+    message_bytes = sum(
+        sqs_message_bytes(message["MessageBody"], message["MessageAttributes"])
+        for message in messages
     )
-    bq_gib = figures.bytes_per_event["BigQuery logical (active storage, Write API ingest)"] * (
-        per_million / GIB
+    bigquery = sum(logical_bytes(row, EVENT_TABLE_COLUMNS) for row in rows)
+    figures = CostFigures(
+        bytes_per_event={
+            "client blob (gzip JSON) = Kinesis record": sum(map(len, workload.blobs)) / events,
+            "SQS message (base64 gzip NDJSON + attributes)": message_bytes / len(rows),
+            "batch NDJSON, uncompressed (context merged into each row)": len(ndjson) / len(rows),
+            "DuckDB file": duckdb_bytes(batches) / len(rows),
+            "BigQuery logical (active storage, Write API ingest)": bigquery / len(rows),
+        },
+        assume=[f"handler_events_per_second={handler_events_per_second:.0f}"],
     )
-    p = PRICES
-    figures.dollars_per_million = {
-        "Kinesis shard-hours": shard_hours * p["kinesis_shard_hour"],
-        "Kinesis PUT payload units": put_units_m / 1e6 * p["kinesis_put_units_per_million"],
-        "Lambda duration": gb_seconds * p["lambda_gb_second"],
-        "Lambda requests": invocations / 1e6 * p["lambda_requests_per_million"],
-        "SQS requests": sqs_requests / 1e6 * p["sqs_requests_per_million"],
-        "S3 staging PUT+GET (DELETE free)": messages_m
-        * (p["s3_put_per_thousand"] + p["s3_get_per_thousand"])
-        / 1000,
-        "BigQuery Storage Write API ingest": bq_gib * p["bigquery_write_api_per_gib"],
-        "BigQuery active storage, per month kept": bq_gib
-        * p["bigquery_active_logical_storage_per_gib_month"],
-    }
-    figures.notes = [
-        f"at {rate:,.0f} events/s a million events take {seconds_for_million:,.0f} s; "
-        f"{bytes_per_second / 1e3:,.0f} kB/s and {blobs_per_second:,.0f} records/s need "
-        f"{shards} shard(s): {shard_hours:.3f} shard-hours x ${p['kinesis_shard_hour']}",
-        f"{put_units / len(workload.blobs):.2f} PUT payload units (25 KiB) per blob, "
-        f"{events / len(workload.blobs):.1f} events per blob: {put_units_m:,.0f} units "
-        f"x ${p['kinesis_put_units_per_million']}/M",
-        f"Lambda at {LAMBDA_MEMORY_GB} GB (one vCPU, as measured): 1M / "
-        f"{handler_events_per_second:,.0f} events/s x {LAMBDA_MEMORY_GB} GB = "
-        f"{gb_seconds:.1f} GB-s x ${p['lambda_gb_second']}; {invocations:,.0f} invocations "
-        f"(one per shard per second) x ${p['lambda_requests_per_million']}/M",
-        f"SQS: {messages_m:,.0f} messages of {sum(message_bytes) / messages / 1024:,.0f} KiB "
-        f"({loaded / messages:,.0f} events each): {2 * chunks / loaded * per_million:,.0f} "
-        f"send+receive 64 KiB chunks + {messages_m / SQS_BATCH:,.0f} delete batches + "
-        f"{seconds_for_million * SENSOR_EMPTY_RECEIVES_PER_SECOND:,.0f} sensor polls "
-        f"= {sqs_requests:,.0f} requests x ${p['sqs_requests_per_million']}/M",
-        f"S3 staging: one PUT (sensor) and one GET (run) per message: {messages_m:,.0f} "
-        f"x (${p['s3_put_per_thousand']} + ${p['s3_get_per_thousand']}) / 1000",
-        f"BigQuery: {bq_gib:.3f} GiB logical per million events x "
-        f"${p['bigquery_write_api_per_gib']}/GiB ingest (the first 2 TiB a month are free, "
-        f"about {2 * 1024 / bq_gib:,.0f} million events), and x "
-        f"${p['bigquery_active_logical_storage_per_gib_month']}/GiB for each month kept",
+    settings = Settings.from_env()
+    figures.estimates = [
+        estimate_for_settings(settings, volume, WAREHOUSE, figures.assume) for volume in VOLUMES
     ]
     return figures

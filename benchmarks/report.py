@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-from benchmarks.cost import PRICES, CostFigures
+from analytics_pipeline.cost.report import markdown_volumes
+from benchmarks.cost import CostFigures
 from benchmarks.e2e_bench import E2EResult
 from benchmarks.handler_bench import HandlerFigures
 from benchmarks.loader_bench import LoaderFigures
@@ -23,6 +24,8 @@ TARGETS = {
     "p50": 6.0,
     "p95": 10.0,
     "sustained": 5_000.0,
+    "bill_at_1m": 15.0,
+    "per_million_at_1b": 0.05,
 }
 PACKAGES = ("msgspec", "duckdb", "dlt", "dagster", "moto", "boto3", "matplotlib", "pyarrow")
 SPEED_WORK = Path(__file__).with_name("speed_work.md")
@@ -200,11 +203,19 @@ def summary(run: BenchRun) -> list[str]:
             f"{best:,.0f} events/s | >= 5,000 | {met(best, TARGETS['sustained'])} |"
         )
     if run.cost:
-        bigquery = sum(v for k, v in run.cost.dollars_per_million.items() if k.startswith("BigQ"))
-        rows.append(
-            f"| $ per million events at {run.cost.rate:,.0f} events/s: AWS side / BigQuery "
-            f"ingest + a month of storage | ${run.cost.aws_total:.4f} / ${bigquery:.4f} | - | - |"
-        )
+        by_volume = {e.events_per_month: e for e in run.cost.estimates}
+        small, billion = by_volume.get(1_000_000), by_volume.get(1_000_000_000)
+        if small:
+            rows.append(
+                f"| AWS + BigQuery bill at 1 M events/month | ${small.monthly_usd:.2f} | <= $15 | "
+                f"{met(small.monthly_usd, TARGETS['bill_at_1m'], False)} |"
+            )
+        if billion:
+            rows.append(
+                f"| all-in $ per million events at 1 B events/month on BigQuery (first month's "
+                f"storage included) | ${billion.per_million_usd:.4f} | <= $0.05 | "
+                f"{met(billion.per_million_usd, TARGETS['per_million_at_1b'], False)} |"
+            )
     return [*rows, ""]
 
 
@@ -308,17 +319,31 @@ def cost_section(c: CostFigures) -> list[str]:
     lines += [f"| {name} | {value:,.0f} |" for name, value in c.bytes_per_event.items()]
     lines += [
         "",
-        f"Dollars per million events at {c.rate:,.0f} events/s, list prices (us-east-1, "
-        "on-demand, before free tiers): "
-        + ", ".join(f"{name} ${price}" for name, price in PRICES.items())
-        + ".",
+        "The monthly bill on BigQuery, from the cost model with this run's handler speed (list "
+        "prices, free tiers as items of their own, hosts not included; the model measures its "
+        "own sample's bytes). Each row is `" + c.command("N") + "`:",
         "",
-        "| item | $ per million events |",
-        "|---|---:|",
+        *markdown_volumes(c.estimates),
     ]
-    lines += [f"| {name} | {value:.4f} |" for name, value in c.dollars_per_million.items()]
-    lines += [f"| **AWS side total** | **{c.aws_total:.4f}** |", "", "Arithmetic:", ""]
-    lines += [f"- {note}" for note in c.notes]
+    billion = next((e for e in c.estimates if e.events_per_month == 1_000_000_000), None)
+    if billion:
+        assumed = billion.assumptions
+        lines += [
+            "",
+            f"Every item at 1 B events a month (`{c.command(billion.events_per_month)}`; "
+            "`--format json` has the assumptions and the price sources):",
+            "",
+            "| item | $ / month | arithmetic |",
+            "|---|---:|---|",
+            *(
+                f"| {item.item} | {item.monthly_usd:,.4f} | {item.arithmetic} |"
+                for item in billion.items
+            ),
+            f"| **AWS + BigQuery** | **{billion.monthly_usd:,.2f}** | "
+            f"${billion.per_million_usd:.4f} per million events |",
+            f"| hosts (not in the bill) | {billion.hosts_monthly_usd:,.2f} | "
+            f"{assumed['hosts']} x ${assumed['host_hourly_usd']}/h x 730 h |",
+        ]
     return [*lines, ""]
 
 

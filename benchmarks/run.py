@@ -43,7 +43,6 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="NAME=VALUE",
         help="a setting for the e2e stack, e.g. ANALYTICS_SENSOR_INTERVAL_SECONDS=1",
     )
-    parser.add_argument("--cost-rate", type=float, default=1_000.0, help="events/s for cost")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     return parser.parse_args(argv)
 
@@ -68,9 +67,7 @@ def main(argv: list[str] | None = None) -> Path:
     data = load_input(workload, arguments.batch_events, arguments.run_events)
     run.loader = measure_loaders(data, arguments.dlt_events, arguments.loader_rounds)
     print(f"loader {run.loader}", flush=True)
-    run.cost = measure_cost(
-        workload, data, run.handler.handler_events_per_second, arguments.cost_rate
-    )
+    run.cost = measure_cost(workload, run.handler.handler_events_per_second, arguments.batch_events)
     if not arguments.skip_e2e:
         overrides = dict(item.split("=", 1) for item in arguments.set)
         rates = [arguments.rate] + [float(r) for r in arguments.max_rates.split(",") if r]

@@ -12,9 +12,11 @@ record until it expires from the stream and block the shard meanwhile, so set al
   the record that triggers it.
 - `MaximumRetryAttempts=10` (not -1/infinite): bad data never errors (it is quarantined), so only
   an AWS outage exhausts this; ten attempts with Lambda's backoff ride out a short one.
-- `MaximumRecordAgeInSeconds=86400`, well below the stream's retention (set retention >= 7 days):
-  the on-failure destination receives only shard and sequence ranges, not the data, so a replay
-  must read the records from the stream before they expire.
+- `MaximumRecordAgeInSeconds=21600` (6 h), well below the stream's retention (24 h, the free
+  default): the on-failure destination receives only shard and sequence ranges, not the data, so
+  a replay must read the records from the stream before they expire; that leaves at least 18 h
+  after the alarm. A week of retention gives a week to react for $0.02 per shard-hour (~$14.60
+  per shard-month, doubling a small deployment's bill): raise it when nobody watches weekends.
 - `DestinationConfig.OnFailure`: an SQS queue (e.g. `analytics-ingest-failures`) with an alarm on
   its depth; each message names the shard and sequence range to replay.
 - `BatchSize=1000`, `MaximumBatchingWindowInSeconds=1`: large batches give large SQS messages

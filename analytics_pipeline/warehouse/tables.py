@@ -94,6 +94,29 @@ DAILY_ACTIVE_USERS_COLUMNS: tuple[Column, ...] = (
     Column("updated_at", "TIMESTAMP"),
 )
 
+# The aggregates on BigQuery: every load appends the deltas it makes (through a write stream
+# like its events: no DML, no query); `daily_event_counts` and `daily_active_users` are views
+# summing them (`bigquery/schema.py`). Declared here so the cost model can size their rows.
+EVENT_COUNT_DELTAS_TABLE = "daily_event_counts_deltas"
+ACTIVE_USERS_DELTAS_TABLE = "daily_active_users_deltas"
+EVENT_COUNT_DELTAS_COLUMNS: tuple[Column, ...] = (
+    Column("day", "DATE", not_null=True),
+    Column("type", "VARCHAR"),
+    Column("event", "VARCHAR"),
+    Column("events", "BIGINT"),
+    Column("users", "BIGINT"),
+    Column("loaded_at", "TIMESTAMP", not_null=True),
+    Column("load_id", "VARCHAR"),
+)
+ACTIVE_USERS_DELTAS_COLUMNS: tuple[Column, ...] = (
+    Column("day", "DATE", not_null=True),
+    Column("active_users", "BIGINT"),
+    Column("identified_users", "BIGINT"),
+    Column("anonymous_users", "BIGINT"),
+    Column("loaded_at", "TIMESTAMP", not_null=True),
+    Column("load_id", "VARCHAR"),
+)
+
 TABLE_COLUMNS: dict[str, tuple[Column, ...]] = {
     EVENTS_TABLE: EVENT_TABLE_COLUMNS,
     QUARANTINE_TABLE: QUARANTINE_TABLE_COLUMNS,

@@ -30,7 +30,8 @@ def test_micro_benchmarks_write_results_on_tiny_inputs(tmp_path: Path) -> None:
         assert section in text
     for loader in ("read_json", "dlt `pipeline.run`, default", "parquet"):
         assert loader in text
-    assert "AWS side total" in text
+    assert "analytics-pipeline cost --events-per-month 1000000000" in text
+    assert "all-in $ per million events at 1 B events/month" in text
 
 
 def test_load_input_groups_batches_into_runs_of_the_asked_size() -> None:

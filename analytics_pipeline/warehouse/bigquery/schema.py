@@ -15,8 +15,12 @@ from google.cloud import bigquery
 
 from analytics_pipeline.warehouse.bigquery.config import BigQueryConfig
 from analytics_pipeline.warehouse.tables import (
+    ACTIVE_USERS_DELTAS_COLUMNS,
+    ACTIVE_USERS_DELTAS_TABLE,
     DAILY_ACTIVE_USERS_TABLE,
     DAILY_EVENT_COUNTS_TABLE,
+    EVENT_COUNT_DELTAS_COLUMNS,
+    EVENT_COUNT_DELTAS_TABLE,
     Column,
     TableLayout,
 )
@@ -29,35 +33,9 @@ _BIGQUERY_TYPES = {
     "DATE": "DATE",
 }
 
-# The aggregates on BigQuery: every load appends the deltas it makes (through a write stream
-# like its events: no DML, no query); `daily_event_counts` and `daily_active_users` are views
-# summing them. A repair appends a correction (see `warehouse.py`).
-EVENT_COUNT_DELTAS_TABLE = "daily_event_counts_deltas"
-ACTIVE_USERS_DELTAS_TABLE = "daily_active_users_deltas"
 DELTA_TABLES: dict[str, tuple[tuple[Column, ...], TableLayout]] = {
-    EVENT_COUNT_DELTAS_TABLE: (
-        (
-            Column("day", "DATE", not_null=True),
-            Column("type", "VARCHAR"),
-            Column("event", "VARCHAR"),
-            Column("events", "BIGINT"),
-            Column("users", "BIGINT"),
-            Column("loaded_at", "TIMESTAMP", not_null=True),
-            Column("load_id", "VARCHAR"),
-        ),
-        TableLayout("day", ("type", "event")),
-    ),
-    ACTIVE_USERS_DELTAS_TABLE: (
-        (
-            Column("day", "DATE", not_null=True),
-            Column("active_users", "BIGINT"),
-            Column("identified_users", "BIGINT"),
-            Column("anonymous_users", "BIGINT"),
-            Column("loaded_at", "TIMESTAMP", not_null=True),
-            Column("load_id", "VARCHAR"),
-        ),
-        TableLayout("day"),
-    ),
+    EVENT_COUNT_DELTAS_TABLE: (EVENT_COUNT_DELTAS_COLUMNS, TableLayout("day", ("type", "event"))),
+    ACTIVE_USERS_DELTAS_TABLE: (ACTIVE_USERS_DELTAS_COLUMNS, TableLayout("day")),
 }
 # view -> its query ({deltas} is the delta table's id); column names as the DuckDB tables'.
 AGGREGATE_VIEWS: dict[str, tuple[str, str]] = {
