@@ -21,6 +21,7 @@ import yaml
 from cfnlint.decode import cfn_yaml
 
 from analytics_pipeline.contract.batches import s3_key
+from analytics_pipeline.cost.model import Assumptions
 from analytics_pipeline.loader.failures import FAILURES_AREA
 from analytics_pipeline.local.bootstrap import SQS_MAX_MESSAGE_BYTES, SQS_MAX_RETENTION_SECONDS
 from analytics_pipeline.settings import SETTINGS_DOC, Settings
@@ -196,15 +197,17 @@ def test_the_mapping_bounds_retries_and_keeps_what_it_gives_up(template: dict[st
         "MaximumBatchingWindowInSeconds": 1,
         "ParallelizationFactor": 1,
         "MaximumRetryAttempts": 10,
-        "MaximumRecordAgeInSeconds": 86400,
+        "MaximumRecordAgeInSeconds": 6 * 3600,
     }
     for key, expected in settings.items():  # parameters whose defaults are the documented ones
         assert mapping[key] == {"Ref": key}
         assert _default(template, key) == expected, key
     assert _default(template, "MaximumRetryAttempts") >= 0  # never -1 (forever)
-    # The on-failure message names a range only: the records must outlive the record age.
-    retention_seconds = _default(template, "StreamRetentionHours") * 3600
-    assert retention_seconds >= 7 * _default(template, "MaximumRecordAgeInSeconds")
+    # The on-failure message names a range only: the records must outlive the record age by
+    # the 18 h analytics_pipeline/ingest/__init__.py promises, at the retention the cost prices.
+    retention_hours = _default(template, "StreamRetentionHours")
+    assert retention_hours == Assumptions().kinesis_retention_hours == 24
+    assert retention_hours * 3600 - _default(template, "MaximumRecordAgeInSeconds") >= 18 * 3600
     # A full batch of 1 MiB records would not fit Lambda's 6 MB payload; typical 2-4 kB blobs do.
     assert _default(template, "BatchSize") * 4096 * 4 // 3 < 6 * 1024 * 1024
 

@@ -97,6 +97,9 @@ def loop_job(settings: Settings, partitions_def: dg.PartitionsDefinition) -> dg.
         # From the run's start, so that an op retry does not outlive the run's max runtime.
         record = context.instance.get_run_record_by_id(context.run_id)
         started = (record.start_time if record else None) or time.time()
+        if record and record.dagster_run.status is dg.DagsterRunStatus.CANCELING:
+            # An interrupt that landed in Dagster's own frames came back as an op retry.
+            raise dg.Failure("the loop run was terminated", allow_retries=False)
         try:
             with open_loader(
                 settings,
@@ -109,9 +112,10 @@ def loop_job(settings: Settings, partitions_def: dg.PartitionsDefinition) -> dg.
                 for outcome in run_loop(loader, settings, seconds=max(remaining, 0)):
                     yield from materializations(outcome, partition_keys)
         except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt) as interrupted:
-            # Dagster retries an interrupted op under its RetryPolicy: a terminated loop run
-            # (Terminate in the UI, run monitoring's max runtime) would go on loading.
-            raise
+            # Dagster's RetryPolicy retries an interrupted op: a terminated loop run (Terminate
+            # in the UI, run monitoring's max runtime) would go on loading. The store is closed
+            # by now; the next loop run recovers a load left in flight.
+            raise dg.Failure("the loop run was terminated", allow_retries=False) from interrupted
 
     @dg.job(
         name=LOOP_JOB_NAME,
