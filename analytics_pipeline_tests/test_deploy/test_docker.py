@@ -71,7 +71,8 @@ def test_the_default_image_serves_the_code_location_the_workspace_loads() -> Non
 
 
 def test_the_loader_store_is_a_volume_at_the_path_the_stack_names() -> None:
-    """The settings' default is relative (inside the container's own layer, lost with it)."""
+    """The settings' default (under ANALYTICS_STATE_DIR, relative to the working directory) is
+    inside the container's own layer, lost with it."""
     dagster = _stages()["dagster"]
     template = cfn_yaml.load(str(REPO / "deploy" / "cloudformation" / "pipeline.yaml"))
     path = template["Parameters"]["LoaderStateDir"]["Default"]

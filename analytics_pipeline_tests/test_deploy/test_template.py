@@ -170,8 +170,9 @@ def test_the_queue_hides_a_batch_as_long_as_the_load_loop_does(template: dict[st
 
 
 def test_the_loader_store_lives_on_a_named_local_disk(template: dict[str, Any]) -> None:
-    """ANALYTICS_LOADER_STATE_DIR's default is relative (the working directory: gone with a
-    container): the stack names an absolute path for the code server host's EBS volume."""
+    """ANALYTICS_LOADER_STATE_DIR's default is under ANALYTICS_STATE_DIR, relative to the
+    working directory (gone with a container): the stack names an absolute path for the code
+    server host's EBS volume."""
     environment = template["Outputs"]["DagsterEnvironment"]["Value"]["Fn::Sub"]
     assert "ANALYTICS_LOADER_STATE_DIR=${LoaderStateDir}" in environment
     path = _default(template, "LoaderStateDir")
