@@ -6,9 +6,10 @@ Every commit is one more materialization of the day partitions it touched (`even
 one `counts_reconcile` check evaluation: what the UI shows per micro-batch stays what it was
 with a run per micro-batch, without a process start and a sensor tick (5 s at best) in front of
 every load. A load that fails part of its batches shows as a failed check and metadata; an
-exception fails the op (its RetryPolicy retries it); a dead run shows as a failed run and the
-sensor starts the next within a tick or two. The sensor is the only restarter: loop runs carry
-`dagster/max_retries: 0`, so run retries never start a second loop beside the sensor's.
+exception fails the op (its RetryPolicy retries it), a termination ends the run (no retry); a
+dead run shows as a failed run and the sensor starts the next within a tick or two. The sensor
+is the only restarter: loop runs carry `dagster/max_retries: 0`, so run retries never start a
+second loop beside the sensor's.
 """
 
 import time
@@ -82,6 +83,7 @@ def materializations(
 def loop_job(settings: Settings, partitions_def: dg.PartitionsDefinition) -> dg.JobDefinition:
     @dg.op(
         name="events_loop",
+        out={},  # it reports through events; an output would fail the run when the loop ends
         retry_policy=WAREHOUSE_RETRY_POLICY,
         description="Loads every SQS batch as it arrives until the run's time is up.",
     )
@@ -96,16 +98,25 @@ def loop_job(settings: Settings, partitions_def: dg.PartitionsDefinition) -> dg.
         # From the run's start, so that an op retry does not outlive the run's max runtime.
         record = context.instance.get_run_record_by_id(context.run_id)
         started = (record.start_time if record else None) or time.time()
-        with open_loader(
-            settings,
-            warehouse=warehouse.get_warehouse(),
-            queue=batch_queue.get_queue(),
-            wait_seconds=STORE_WAIT_SECONDS,
-        ) as loader:
-            context.log.info("loading %s for %d s", settings.queue_name, seconds)
-            remaining = seconds - (time.time() - started)
-            for outcome in run_loop(loader, settings, seconds=max(remaining, 0)):
-                yield from materializations(outcome, partition_keys)
+        if record and record.dagster_run.status is dg.DagsterRunStatus.CANCELING:
+            # An interrupt that landed in Dagster's own frames came back as an op retry.
+            raise dg.Failure("the loop run was terminated", allow_retries=False)
+        try:
+            with open_loader(
+                settings,
+                warehouse=warehouse.get_warehouse(),
+                queue=batch_queue.get_queue(),
+                wait_seconds=STORE_WAIT_SECONDS,
+            ) as loader:
+                context.log.info("loading %s for %d s", settings.queue_name, seconds)
+                remaining = seconds - (time.time() - started)
+                for outcome in run_loop(loader, settings, seconds=max(remaining, 0)):
+                    yield from materializations(outcome, partition_keys)
+        except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt) as interrupted:
+            # Dagster's RetryPolicy retries an interrupted op: a terminated loop run (Terminate
+            # in the UI, run monitoring's max runtime) would go on loading. The store is closed
+            # by now; the next loop run recovers a load left in flight.
+            raise dg.Failure("the loop run was terminated", allow_retries=False) from interrupted
 
     @dg.job(
         name=LOOP_JOB_NAME,
