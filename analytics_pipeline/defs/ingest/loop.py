@@ -6,9 +6,10 @@ Every commit is one more materialization of the day partitions it touched (`even
 one `counts_reconcile` check evaluation: what the UI shows per micro-batch stays what it was
 with a run per micro-batch, without a process start and a sensor tick (5 s at best) in front of
 every load. A load that fails part of its batches shows as a failed check and metadata; an
-exception fails the op (its RetryPolicy retries it); a dead run shows as a failed run and the
-sensor starts the next within a tick or two. The sensor is the only restarter: loop runs carry
-`dagster/max_retries: 0`, so run retries never start a second loop beside the sensor's.
+exception fails the op (its RetryPolicy retries it), a termination ends the run (no retry); a
+dead run shows as a failed run and the sensor starts the next within a tick or two. The sensor
+is the only restarter: loop runs carry `dagster/max_retries: 0`, so run retries never start a
+second loop beside the sensor's.
 """
 
 import time
