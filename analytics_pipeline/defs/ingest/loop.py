@@ -138,14 +138,26 @@ ACTIVE_STATUSES = [
 ]
 
 
-def _died(record: dg.RunRecord, settings: Settings) -> bool:
-    """A loop run that started over DEAD_AFTER_SECONDS ago yet holds no store is dead (killed
-    with its `dagster dev`, or OOM): the default run launcher cannot tell, so run monitoring
-    would only fail it at its max runtime, half an hour with no loads."""
+def _died(record: dg.RunRecord, instance: dg.DagsterInstance, settings: Settings) -> bool:
+    """A loop run that started over DEAD_AFTER_SECONDS ago, holds no store and has written no
+    event for as long is dead (killed with its `dagster dev`, or OOM): the default run launcher
+    cannot tell, so run monitoring would only fail it at its max runtime, half an hour with no
+    loads. A live run lets the store go for seconds: between an op failure and its retry (the
+    RetryPolicy's backoff, at most ~16 s, right after its STEP_UP_FOR_RETRY event) and as it
+    ends."""
     started = record.start_time or record.create_timestamp.timestamp()
-    if time.time() - started < DEAD_AFTER_SECONDS:
-        return False
-    return store_in_use(settings.loader_store_dir) is False
+    now = time.time()
+    if now - started < DEAD_AFTER_SECONDS or store_in_use(settings.loader_store_dir) is not False:
+        return False  # young, or its store is held (or lives on another host)
+    latest = instance.get_records_for_run(record.dagster_run.run_id, limit=1, ascending=False)
+    last_event_at = latest.records[0].timestamp if latest.records else started
+    return is_dead(started, last_event_at, store_held=False, now=now)
+
+
+def is_dead(started_at: float, last_event_at: float, *, store_held: bool, now: float) -> bool:
+    """The rule `_died` applies, on its facts (epoch seconds)."""
+    quiet_since = max(started_at, last_event_at)
+    return not store_held and now - quiet_since >= DEAD_AFTER_SECONDS
 
 
 def loop_sensor(settings: Settings, job: dg.JobDefinition) -> dg.SensorDefinition:
@@ -160,7 +172,7 @@ def loop_sensor(settings: Settings, job: dg.JobDefinition) -> dg.SensorDefinitio
         active = context.instance.get_run_records(
             dg.RunsFilter(job_name=LOOP_JOB_NAME, statuses=ACTIVE_STATUSES), limit=1
         )
-        if active and not _died(active[0], settings):
+        if active and not _died(active[0], context.instance, settings):
             return dg.SkipReason(f"loop run {active[0].dagster_run.run_id} is running")
         if active:
             context.instance.report_run_failed(
