@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint bench fuzz clean
+.PHONY: dev test lint bench fuzz clean lambda-zip postgres
 
 $(STAMP): pyproject.toml testkit/pyproject.toml constraints.txt Makefile
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version'
@@ -40,12 +40,35 @@ $(CHROMIUM):
 dev: $(STAMP)
 	$(BIN)/analytics-pipeline dev --simulate
 
-test: $(STAMP) $(BQ_STAMP) $(JS_STAMP) $(CHROMIUM) lint
+test: $(STAMP) $(BQ_STAMP) $(JS_STAMP) $(CHROMIUM) postgres lint
 	$(BIN)/pytest
+
+# PostgreSQL server binaries (Debian packages) for the Dagster-on-PostgreSQL test, which starts
+# a throwaway cluster of its own on a free 127.0.0.1 port and stops it by PID. Debian's package
+# would create and start a "main" cluster: a drop-in written before the install turns that off.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+postgres:
+	@if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  echo "PostgreSQL server binaries: present"; \
+	else \
+	  $(SUDO) mkdir -p /etc/postgresql-common/createcluster.d && \
+	  echo "create_main_cluster = false" \
+	    | $(SUDO) tee /etc/postgresql-common/createcluster.d/analytics-pipeline.conf >/dev/null && \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends postgresql; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The ingest Lambda package (deploy/lambda/build_zip.py): the handler's modules and its run-time
+# wheels for Lambda's Python 3.11; LAMBDA_ARCH=arm64 for Graviton (must match the stack's
+# LambdaArchitecture parameter).
+LAMBDA_ARCH ?= x86_64
+lambda-zip: $(STAMP)
+	$(BIN)/python deploy/lambda/build_zip.py --arch $(LAMBDA_ARCH) --output dist/ingest-lambda.zip
 
 # Benchmarks side by side with the ceilings and a peer; writes benchmarks/RESULTS.md and plots.
 bench: $(STAMP)

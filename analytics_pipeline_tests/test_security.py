@@ -49,8 +49,9 @@ RESOURCELESS_ACTIONS = {"cloudwatch:GetMetricData"}
 # What runs under each identity: the code whose boto3 calls it must allow.
 CODE_OF = {
     "lambda-ingest-policy.json": ["analytics_pipeline/ingest"],
+    # The load loop and the on-demand `events` asset (defs/), through BatchQueue's methods.
     "dagster-loader-policy.json": [
-        "analytics_pipeline/loader/batch_queue.py",
+        "analytics_pipeline/loader/loop.py",
         "analytics_pipeline/loader/load.py",
         "analytics_pipeline/loader/failures.py",
         "analytics_pipeline/loader/health.py",
@@ -66,6 +67,7 @@ CODE_OF = {
         "analytics_pipeline/cli.py",
         "analytics_pipeline/ingest/sinks.py",  # replay sends through the Lambda's sink
     ],
+    "dagster-instance-policy.json": [],  # Dagster's own S3 use, below
 }
 # Not called by our code but needed by the identity: the Lambda's event source mapping reads
 # Kinesis and writes its on-failure destination under the function's role; Lambda writes logs.
@@ -79,7 +81,15 @@ PLATFORM_ACTIONS = {
         "logs:CreateLogGroup",
         "logs:CreateLogStream",
         "logs:PutLogEvents",
-    }
+    },
+    # dagster-aws's S3ComputeLogManager (deploy/dagster/dagster.yaml): upload, download, head,
+    # list and delete of compute logs.
+    "dagster-instance-policy.json": {
+        "s3:DeleteObject",
+        "s3:GetObject",
+        "s3:ListBucket",
+        "s3:PutObject",
+    },
 }
 
 

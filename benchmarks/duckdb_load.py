@@ -5,10 +5,13 @@ into gzip NDJSON batches like the Lambda does, and times:
 
 - ceiling: `CREATE TABLE AS SELECT * FROM read_json(<one NDJSON file>)` into a fresh file, up to
   the checkpoint on close (the file is already decompressed: the loader also pays gunzip);
-- loader, one call: `DuckDBWarehouse.load_batches` with every batch in one call (a Dagster run
-  carrying many SQS messages), ledger and messageId checks on;
-- loader, call per batch: one `load_batches` per batch, so each load anti-joins a growing table;
-- replay: every batch again (all skipped by the ledger).
+- loader, one call: `Loader.load_batches` with every batch in one call (a drained backlog):
+  the plan against the loader's RocksDB store (ledger, key index, first-seen aggregate keys),
+  one DuckDB transaction (rows, aggregate deltas, ledger rows), the store's record;
+- loader, one call, table already full: as many other events into the same warehouse and store
+  (the index lookups and the transaction do not grow with the table);
+- loader, call per batch: one load per batch, as the load loop does at low rates;
+- replay: every batch again (all skipped by the store's ledger, nothing written).
 
 Run: .venv/bin/python -m benchmarks.duckdb_load [--events 200000] [--batch-rows 5000]
 """
@@ -32,6 +35,7 @@ from analytics_pipeline.ingest.packing import compress_batch
 from analytics_pipeline.warehouse.base import StagedBatch
 from analytics_pipeline.warehouse.duckdb import DuckDBWarehouse
 from analytics_pipeline.warehouse.tables import EVENT_TABLE_COLUMNS
+from analytics_pipeline_testkit.loading import batch_loader
 
 EVENT_NAMES = ("Video Recorded", "Video Shared", "Feed Scrolled", "Purchase Completed", "Login")
 SCREENS = ("Feed", "Camera", "Profile", "Settings")
@@ -103,12 +107,12 @@ def ceiling_seconds(ndjson: bytes, folder: Path, attempt: int) -> float:
     return time.perf_counter() - started
 
 
-def one_call_seconds(batches: list[StagedBatch], path: Path, window_days: int) -> float:
-    warehouse = DuckDBWarehouse(path)
-    warehouse.ensure_schema()
-    started = time.perf_counter()
-    result = warehouse.load_batches(batches, window_days)
-    elapsed = time.perf_counter() - started
+def one_call_seconds(batches: list[StagedBatch], folder: Path) -> float:
+    """One load of every batch into a fresh warehouse and store at `folder`."""
+    with batch_loader(DuckDBWarehouse(folder / "warehouse.duckdb"), folder / "store") as loader:
+        started = time.perf_counter()
+        result = loader.load(batches)
+        elapsed = time.perf_counter() - started
     assert result.rows_inserted == result.rows_declared and result.reconciles, result
     return elapsed
 
@@ -117,7 +121,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--batch-rows", type=int, default=5_000)
-    parser.add_argument("--window-days", type=int, default=7)
     parser.add_argument("--repeat", type=int, default=3, help="best of N (the box is shared)")
     arguments = parser.parse_args()
 
@@ -139,33 +142,32 @@ def main() -> None:
         report("ceiling: read_json into a fresh table", events, ceiling)
 
         one_call = min(
-            one_call_seconds(batches, folder / f"one-call-{i}.duckdb", arguments.window_days)
-            for i in range(arguments.repeat)
+            one_call_seconds(batches, folder / f"one-call-{i}") for i in range(arguments.repeat)
         )
         report("loader, one call, empty table", events, one_call, ceiling)
 
-        # The same warehouse again with 200k other events of the same day: the anti join works.
-        warehouse = DuckDBWarehouse(folder / "one-call-0.duckdb")
-        started = time.perf_counter()
-        result = warehouse.load_batches(more_batches, arguments.window_days)
-        steady = time.perf_counter() - started
+        # The same warehouse and store again with other events of the same day.
+        first = folder / "one-call-0"
+        with batch_loader(DuckDBWarehouse(first / "warehouse.duckdb"), first / "store") as loader:
+            started = time.perf_counter()
+            result = loader.load(more_batches)
+            steady = time.perf_counter() - started
         assert result.rows_inserted == events and result.reconciles, result
         report("loader, one call, table already full", events, steady, ceiling)
 
-        warehouse = DuckDBWarehouse(folder / "per-batch.duckdb")
-        warehouse.ensure_schema()
-        started = time.perf_counter()
-        inserted = sum(
-            warehouse.load_batches([b], arguments.window_days).rows_inserted for b in batches
-        )
-        per_batch = time.perf_counter() - started
-        assert inserted == events
-        report("loader, one call per batch", events, per_batch, ceiling)
+        per_batch_dir = folder / "per-batch"
+        warehouse = DuckDBWarehouse(per_batch_dir / "warehouse.duckdb")
+        with batch_loader(warehouse, per_batch_dir / "store") as loader:
+            started = time.perf_counter()
+            inserted = sum(loader.load([b]).rows_inserted for b in batches)
+            per_batch = time.perf_counter() - started
+            assert inserted == events
+            report("loader, one call per batch", events, per_batch, ceiling)
 
-        started = time.perf_counter()
-        replay = warehouse.load_batches(batches, arguments.window_days)
-        assert replay.batches_already_loaded == len(batches) and replay.rows_inserted == 0
-        report("replay, all skipped by the ledger", events, time.perf_counter() - started)
+            started = time.perf_counter()
+            replay = loader.load(batches)
+            assert replay.batches_already_loaded == len(batches) and replay.rows_inserted == 0
+            report("replay, all skipped by the ledger", events, time.perf_counter() - started)
 
 
 def report(label: str, events: int, seconds: float, ceiling: float | None = None) -> None:

@@ -1,13 +1,15 @@
 """Loader throughput: SQS batch bodies into DuckDB `events`, next to read_json and dlt.
 
-All three load the events the handler produced from the shared workload, in runs the size one
-Dagster run carries (events per second x sensor interval), each into its own fresh DuckDB file:
+All three load the events the handler produced from the shared workload, in loads the size the
+load loop takes at once (what arrived while the previous load ran, up to
+ANALYTICS_LOAD_MAX_MESSAGES messages), each into its own fresh DuckDB file:
 
-- ours: `loader.load_refs` (the real run path: ledger lookup, fetch, base64/gzip bodies,
-  in-load and against-table messageId dedupe, ledger rows, one transaction per run, delete);
-- ceiling: `INSERT INTO events SELECT ... FROM read_json(<the run's plain NDJSON>)`, one
-  connection per run, no dedupe and no gunzip;
-- dlt 1.31: `pipeline.run(<the run's events as dicts>, table_name="events")` into DuckDB, its
+- ours: `Loader.load_batches` (what the loop does with the bodies it received: plan against the
+  loader's RocksDB store - ledger, first copies, key index, first-seen aggregate keys - then
+  one DuckDB transaction of rows, aggregate deltas and ledger rows, then the store's record);
+- ceiling: `INSERT INTO events SELECT ... FROM read_json(<the load's plain NDJSON>)`, one
+  connection per load, no dedupe, no aggregates and no gunzip;
+- dlt 1.31: `pipeline.run(<the load's events as dicts>, table_name="events")` into DuckDB, its
   default configuration and `loader_file_format="parquet"` (its fastest for dict input).
 
 Each also runs once with every event in a single call (a drained backlog).
@@ -26,90 +28,64 @@ from typing import Any
 import duckdb
 import msgspec
 
-from analytics_pipeline.contract.batches import BatchHeader, BatchKind, decompress
-from analytics_pipeline.loader import BatchRef, load_refs
+from analytics_pipeline.contract.batches import BatchKind, decompress
+from analytics_pipeline.warehouse.base import StagedBatch
 from analytics_pipeline.warehouse.duckdb import DuckDBWarehouse
 from analytics_pipeline.warehouse.tables import EVENT_TABLE_COLUMNS, EVENTS_TABLE, SCHEMA
+from analytics_pipeline_testkit.loading import batch_loader
 from benchmarks.handler_bench import run_handler
 from benchmarks.workload import Workload, invocations_of_about, lambda_events
 
-DEDUPE_WINDOW_DAYS = 7
-
-
-@dataclass
-class InMemoryBatchQueue:
-    """The two calls `load_refs` makes on a queue, over batch bodies held in memory."""
-
-    bodies: dict[str, bytes]
-    deleted: int = 0
-
-    def fetch(self, ref: BatchRef) -> bytes:
-        return self.bodies[ref.key]
-
-    def delete(self, refs: Sequence[BatchRef]) -> int:
-        self.deleted += len(refs)
-        return len(refs)
+Load = list[StagedBatch]  # the batches one load takes at once
 
 
 @dataclass(frozen=True)
 class LoadInput:
-    """Event batches as the sensor hands them to runs, grouped into runs."""
+    """Event batches as the handler sent them to SQS, grouped into loads."""
 
-    runs: list[list[BatchRef]]
-    bodies: dict[str, bytes]  # gzip NDJSON by ref key
+    loads: list[Load]
 
     @property
     def events(self) -> int:
-        return sum(ref.row_count for run in self.runs for ref in run)
+        return events_in(self.all_batches())
 
-    def ndjson(self, run: Sequence[BatchRef]) -> bytes:
-        return b"".join(decompress(self.bodies[ref.key]) for ref in run)
+    def ndjson(self, load: Sequence[StagedBatch]) -> bytes:
+        return b"".join(decompress(batch.ndjson_gz) for batch in load)
 
-    def all_refs(self) -> list[BatchRef]:
-        return [ref for run in self.runs for ref in run]
+    def all_batches(self) -> list[StagedBatch]:
+        return [batch for load in self.loads for batch in load]
 
 
-def load_input(workload: Workload, events_per_batch: int, events_per_run: int) -> LoadInput:
+def events_in(batches: Sequence[StagedBatch]) -> int:
+    return sum(batch.row_count for batch in batches)
+
+
+def load_input(workload: Workload, events_per_batch: int, events_per_load: int) -> LoadInput:
     """Run the handler with invocations of about `events_per_batch` events (one SQS batch each,
-    as the trigger makes them at the benchmark rates), then group batches into runs."""
-    bodies: dict[str, bytes] = {}
-    refs: list[BatchRef] = []
+    as the trigger makes them at the benchmark rates), then group batches into loads."""
+    batches: list[StagedBatch] = []
     for group in invocations_of_about(workload, events_per_batch):
         for header, body in run_handler(lambda_events(group)).batches():
-            refs.append(_ref(header, len(refs)))
-            bodies[refs[-1].key] = body
-    runs: list[list[BatchRef]] = [[]]
-    for ref in refs:
-        if runs[-1] and sum(r.row_count for r in runs[-1]) + ref.row_count > events_per_run:
-            runs.append([])
-        runs[-1].append(ref)
-    return LoadInput(runs, bodies)
-
-
-def _ref(header: BatchHeader, index: int) -> BatchRef:
-    if header.kind is not BatchKind.EVENTS:
-        raise RuntimeError("the workload holds only valid events")
-    return BatchRef(
-        sqs_message_id=f"m-{index}",
-        receipt_handle=f"r-{index}",
-        receive_count=1,
-        batch_id=header.batch_id,
-        kind=header.kind.value,
-        day=header.day,
-        row_count=header.row_count,
-        bucket="in-memory",
-        key=f"staging/{header.batch_id}",
-        staged=True,
-    )
+            if header.kind is not BatchKind.EVENTS:
+                raise RuntimeError("the workload holds only valid events")
+            batches.append(
+                StagedBatch(header.batch_id, header.kind, header.day, header.row_count, body)
+            )
+    loads: list[Load] = [[]]
+    for batch in batches:
+        if loads[-1] and events_in(loads[-1]) + batch.row_count > events_per_load:
+            loads.append([])
+        loads[-1].append(batch)
+    return LoadInput(loads)
 
 
 @dataclass
 class LoaderFigures:
-    events_per_run: int
-    runs: int
+    events_per_load: int
+    loads: int
     events: int
     dlt_events: int
-    per_run: dict[str, float] = field(default_factory=dict)  # events/s by loader
+    per_load: dict[str, float] = field(default_factory=dict)  # events/s by loader
     single_call: dict[str, float] = field(default_factory=dict)
 
     def ratio(self, table: dict[str, float], other: str) -> float:
@@ -119,24 +95,26 @@ class LoaderFigures:
         return max((k for k in table if k.startswith("dlt")), key=table.__getitem__)
 
 
-def ours(folder: Path, data: LoadInput, runs: list[list[BatchRef]]) -> float:
-    warehouse = DuckDBWarehouse(folder / "ours.duckdb")
-    warehouse.ensure_schema()
-    queue = InMemoryBatchQueue(data.bodies)
-    started = time.perf_counter()
-    for run in runs:
-        result = load_refs(queue, warehouse, run, DEDUPE_WINDOW_DAYS)[BatchKind.EVENTS]  # type: ignore[arg-type]
-        if not result.reconciles or result.rows_inserted != result.rows_declared:
-            raise RuntimeError(f"loader lost or duplicated rows: {result}")
-    return time.perf_counter() - started
+LoaderBench = Callable[[Path, LoadInput, list[Load]], float]  # seconds for all the loads
 
 
-def ceiling(folder: Path, data: LoadInput, runs: list[list[BatchRef]]) -> float:
+def ours(folder: Path, data: LoadInput, loads: list[Load]) -> float:
+    """The product's loader with a store of its own (opening it is not timed)."""
+    with batch_loader(DuckDBWarehouse(folder / "ours.duckdb"), folder / "store") as loader:
+        started = time.perf_counter()
+        for load in loads:
+            result = loader.load(load)
+            if not result.reconciles or result.rows_inserted != result.rows_declared:
+                raise RuntimeError(f"loader lost or duplicated rows: {result}")
+        return time.perf_counter() - started
+
+
+def ceiling(folder: Path, data: LoadInput, loads: list[Load]) -> float:
     DuckDBWarehouse(folder / "ceiling.duckdb").ensure_schema()  # the same table
     files = []
-    for index, run in enumerate(runs):
-        files.append(folder / f"run-{index}.ndjson")
-        files[-1].write_bytes(data.ndjson(run))
+    for index, load in enumerate(loads):
+        files.append(folder / f"load-{index}.ndjson")
+        files[-1].write_bytes(data.ndjson(load))
     wire = {c.name: c.sql_type for c in EVENT_TABLE_COLUMNS if c.name != "loaded_at"}
     started = time.perf_counter()
     for file in files:
@@ -150,8 +128,8 @@ def ceiling(folder: Path, data: LoadInput, runs: list[list[BatchRef]]) -> float:
     return time.perf_counter() - started
 
 
-def dlt_loader(file_format: str | None) -> Callable[[Path, LoadInput, list[list[BatchRef]]], float]:
-    def load(folder: Path, data: LoadInput, runs: list[list[BatchRef]]) -> float:
+def dlt_loader(file_format: str | None) -> LoaderBench:
+    def load(folder: Path, data: LoadInput, loads: list[Load]) -> float:
         os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
         os.environ.setdefault("RUNTIME__LOG_LEVEL", "ERROR")  # not a warning per untyped column
         import dlt
@@ -167,7 +145,7 @@ def dlt_loader(file_format: str | None) -> Callable[[Path, LoadInput, list[list[
         if file_format:
             options["loader_file_format"] = file_format
         decoder = msgspec.json.Decoder()
-        chunks = [decoder.decode_lines(data.ndjson(run)) for run in runs]
+        chunks = [decoder.decode_lines(data.ndjson(one)) for one in loads]
         started = time.perf_counter()
         for chunk in chunks:
             pipeline.run(chunk, **options).raise_on_failed_jobs()
@@ -176,7 +154,7 @@ def dlt_loader(file_format: str | None) -> Callable[[Path, LoadInput, list[list[
     return load
 
 
-LOADERS: dict[str, Callable[[Path, LoadInput, list[list[BatchRef]]], float]] = {
+LOADERS: dict[str, LoaderBench] = {
     "ours": ours,
     "read_json": ceiling,
     "dlt_default": dlt_loader(None),
@@ -185,32 +163,31 @@ LOADERS: dict[str, Callable[[Path, LoadInput, list[list[BatchRef]]], float]] = {
 
 
 def measure_loaders(data: LoadInput, dlt_events: int, rounds: int = 1) -> LoaderFigures:
-    """Events/s per loader, per run and in one call (dlt: only the first `dlt_events`)."""
-    dlt_runs: list[list[BatchRef]] = []
+    """Events/s per loader, per load and in one call (dlt: only the first `dlt_events`)."""
+    dlt_loads: list[Load] = []
     dlt_total = 0
-    for run in data.runs:
-        size = sum(r.row_count for r in run)
-        if dlt_runs and dlt_total + size > dlt_events:
+    for load in data.loads:
+        if dlt_loads and dlt_total + events_in(load) > dlt_events:
             break
-        dlt_runs.append(run)
-        dlt_total += size
+        dlt_loads.append(load)
+        dlt_total += events_in(load)
     figures = LoaderFigures(
-        events_per_run=max(sum(r.row_count for r in run) for run in data.runs),
-        runs=len(data.runs),
+        events_per_load=max(events_in(load) for load in data.loads),
+        loads=len(data.loads),
         events=data.events,
-        dlt_events=sum(r.row_count for run in dlt_runs for r in run),
+        dlt_events=sum(events_in(load) for load in dlt_loads),
     )
-    single = [data.all_refs()]
-    dlt_single = [[ref for run in dlt_runs for ref in run]]
+    single = [data.all_batches()]
+    dlt_single = [[batch for load in dlt_loads for batch in load]]
     for _ in range(rounds):  # best of `rounds`, interleaved
         for name, loader in LOADERS.items():
             is_dlt = name.startswith("dlt")
-            for table, runs in (
-                (figures.per_run, dlt_runs if is_dlt else data.runs),
+            for table, loads in (
+                (figures.per_load, dlt_loads if is_dlt else data.loads),
                 (figures.single_call, dlt_single if is_dlt else single),
             ):
-                events = sum(r.row_count for run in runs for r in run)
+                events = sum(events_in(load) for load in loads)
                 with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as folder:
-                    rate = events / loader(Path(folder), data, runs)
+                    rate = events / loader(Path(folder), data, loads)
                 table[name] = max(table.get(name, 0.0), rate)
     return figures

@@ -2,7 +2,8 @@
 
 No Dagster and no cloud SDK here: the model runs the pipeline's own encoder, parser and packer on
 a small sample to measure bytes, reads its parameters from `Settings` and the code's constants,
-and prices the request pattern (`model.py`) with the table in `prices.py`.
+and prices the request pattern (`model.py`; its inputs and output in `terms.py`) with the table
+in `prices.py`.
 """
 
 from __future__ import annotations
@@ -12,14 +13,8 @@ from collections.abc import Sequence
 from analytics_pipeline.contract.limits import Limits
 from analytics_pipeline.cost import sizes
 from analytics_pipeline.cost.cron import schedule
-from analytics_pipeline.cost.model import (
-    WAREHOUSES,
-    Assumptions,
-    Estimate,
-    Item,
-    PipelineParameters,
-    estimate,
-)
+from analytics_pipeline.cost.model import WAREHOUSES, estimate
+from analytics_pipeline.cost.terms import Assumptions, Estimate, Item, PipelineParameters
 from analytics_pipeline.ingest.sinks import SQS_BATCH_MAX_BYTES, SQS_BATCH_MAX_ENTRIES
 from analytics_pipeline.loader.batch_queue import SQS_BATCH
 from analytics_pipeline.loader.health import CLOUDWATCH_PERIOD_SECONDS

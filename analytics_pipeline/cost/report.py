@@ -8,8 +8,8 @@ from typing import Any
 
 from tabulate import tabulate
 
-from analytics_pipeline.cost.model import Estimate
 from analytics_pipeline.cost.prices import COMPARISONS
+from analytics_pipeline.cost.terms import Estimate
 
 
 def text_report(estimate: Estimate) -> str:

@@ -7,6 +7,11 @@ patches below replace those walks with O(1) dictionary lookups and serialise seq
 assignment, which moto leaves unsafe under its threaded server (two concurrent puts to one shard
 could draw the same number and overwrite each other). Behaviour is otherwise unchanged.
 
+moto also runs a Kinesis event source mapping by invoking its Lambda in Docker on every put
+record (there is no Docker here: each put logs "error running docker" and pays for the attempt).
+The mapping is kept, so `ListEventSourceMappings` answers with its settings, but it never
+invokes: the local trigger (`local/trigger.py`) plays it, with those settings.
+
 Run it with `python -m analytics_pipeline.local.emulator --port 4566`; `ensure_emulator` starts it
 in the background (or reuses one that already answers, so its state survives a pipeline restart).
 The one `dev` starts outlives `dev` on purpose, however `dev` ends: the stream and the queues
@@ -89,6 +94,21 @@ def patch_moto_kinesis() -> None:
     shard_class.put_record = put_record
     shard_class.get_records = get_records
     shard_class._analytics_pipeline_patched = True
+
+
+def patch_moto_event_source_mappings() -> None:
+    """Keep Kinesis event source mappings as configuration only: never invoke (idempotent)."""
+    from moto.awslambda.models import LambdaBackend
+
+    backend_class: Any = LambdaBackend
+    if getattr(backend_class, "_analytics_pipeline_patched", False):
+        return
+
+    def send_kinesis_message(self: Any, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    backend_class.send_kinesis_message = send_kinesis_message
+    backend_class._analytics_pipeline_patched = True
 
 
 def endpoint_answers(endpoint_url: str, timeout: float = 0.5) -> bool:
@@ -229,6 +249,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=4566)
     args = parser.parse_args(argv)
     patch_moto_kinesis()
+    patch_moto_event_source_mappings()
     from moto.server import main as moto_main
 
     moto_main(["-H", args.host, "-p", str(args.port)])

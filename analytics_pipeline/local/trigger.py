@@ -4,8 +4,10 @@ moto accepts an event source mapping but never runs the function, so this poller
 mapping does: read every shard in order, hand batches to the handler in the real Lambda event
 shape, and move on only when the handler succeeded. Like a mapping with ReportBatchItemFailures
 it resumes from the lowest failed sequence number; an exception retries the same records with
-capped exponential backoff. It never skips a record (no MaximumRetryAttempts locally): a stuck
-shard stays stuck and says so in the log.
+capped exponential backoff. When the stream has a real mapping (a deployed template) its
+settings are played (`event_source_mapping.py`: batch size and window, bounded retries with
+bisection, record age, the on-failure destination); without one it never skips a record: a
+stuck shard stays stuck and says so in the log.
 
 Checkpoints (last fully handled sequence number per shard) are written atomically after every
 successful invocation, so a SIGKILL at any moment costs at most a re-delivery of the batch in
@@ -30,6 +32,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from analytics_pipeline import aws
 from analytics_pipeline.loader.health import TriggerLagReporter
+from analytics_pipeline.local.event_source_mapping import (
+    RECORD_AGE_EXCEEDED,
+    RETRY_ATTEMPTS_EXHAUSTED,
+    MappingSettings,
+    failure_record,
+    mapping_settings_for,
+    send_to_sqs_destination,
+)
 from analytics_pipeline.local.processes import stop_on_signals
 from analytics_pipeline.settings import Settings
 
@@ -110,6 +120,8 @@ class ShardState:
     next_poll_at: float = 0.0
     consecutive_failures: int = 0
     closed: bool = False
+    batch_limit: int | None = None  # a bisected retry reads fewer records than the batch size
+    held: bool = False  # records wait for the mapping's batching window
 
 
 def kinesis_event_record(
@@ -188,18 +200,34 @@ class KinesisTrigger:
     retry_base_seconds: float = 0.5
     retry_max_seconds: float = 30.0
     shards: dict[str, ShardState] = field(default_factory=dict)
+    # None: the stream's mapping through the same endpoint when the trigger builds its own
+    # clients, local defaults when given a Kinesis client (a test double).
+    mapping: MappingSettings | None = None
+    send_to_destination: Callable[[str, Mapping[str, Any]], None] | None = None
 
     def __post_init__(self) -> None:
         if self.handler is None:
             from analytics_pipeline.ingest.handler import build_handler
 
             self.handler = build_handler(self.settings)
-        if self.kinesis is None:
+        own_clients = self.kinesis is None
+        if own_clients:
             self.kinesis = aws.client("kinesis", self.settings)
         summary = self.kinesis.describe_stream_summary(StreamName=self.settings.stream_name)[
             "StreamDescriptionSummary"
         ]
         self.stream_arn = str(summary["StreamARN"])
+        if self.mapping is None:
+            self.mapping = (
+                mapping_settings_for(
+                    aws.client("lambda", self.settings), self.stream_arn, self.settings
+                )
+                if own_clients
+                else MappingSettings.local_defaults(self.settings)
+            )
+        if self.send_to_destination is None:
+            sqs = aws.client("sqs", self.settings)
+            self.send_to_destination = lambda arn, record: send_to_sqs_destination(sqs, arn, record)
         identity = f"{self.stream_arn}@{summary['StreamCreationTimestamp'].timestamp():.6f}"
         self.checkpoints = CheckpointStore(
             self.settings.state_dir, self.settings.stream_name, identity
@@ -274,11 +302,9 @@ class KinesisTrigger:
             if shard.iterator is None:
                 shard.iterator = self._open_iterator(shard)
             try:
-                return dict(
-                    self.kinesis.get_records(
-                        ShardIterator=shard.iterator, Limit=self.settings.trigger_batch_size
-                    )
-                )
+                assert self.mapping is not None
+                limit = shard.batch_limit or self.mapping.batch_size
+                return dict(self.kinesis.get_records(ShardIterator=shard.iterator, Limit=limit))
             except ClientError as error:
                 expired = error.response["Error"]["Code"] == "ExpiredIteratorException"
                 if not expired or attempt:
@@ -312,19 +338,111 @@ class KinesisTrigger:
             shard.closed = next_iterator is None
             shard.next_poll_at = time.monotonic() + self.settings.trigger_poll_seconds
             return False
+        if self._hold_for_batching_window(shard, records):
+            return True
+        records = self._drop_expired(shard, records)
+        if records is None:
+            return True
         for chunk in split_by_payload(records):
-            if not self._invoke(shard, chunk):
-                self._back_off(shard)
+            failed_from, raised = self._invoke(shard, chunk)
+            if failed_from is not None:
+                self._on_failed_invoke(shard, chunk[failed_from:], raised)
                 return True
         shard.consecutive_failures = 0
+        shard.batch_limit = None
         shard.iterator = next_iterator
         shard.closed = next_iterator is None
         shard.next_poll_at = time.monotonic()
         return True
 
-    def _invoke(self, shard: ShardState, records: Sequence[Mapping[str, Any]]) -> bool:
-        """One handler invocation; checkpoints what succeeded; True when all of it did."""
-        assert self.handler is not None
+    # -- the mapping's settings ---------------------------------------------------------------
+
+    def _hold_for_batching_window(self, shard: ShardState, records: Sequence[Any]) -> bool:
+        """Less than a batch, younger than the window: read it again once the window closes."""
+        assert self.mapping is not None
+        limit = shard.batch_limit or self.mapping.batch_size
+        age = time.time() - records[0]["ApproximateArrivalTimestamp"].timestamp()
+        wait = self.mapping.batching_window_seconds - age
+        payload = sum(len(r["Data"]) for r in records) * 4 // 3
+        shard.held = len(records) < limit and wait > 0 and payload < LAMBDA_PAYLOAD_MAX_BYTES
+        if shard.held:
+            shard.iterator = None  # re-read from the checkpoint
+            shard.next_poll_at = time.monotonic() + wait
+        return shard.held
+
+    def _drop_expired(
+        self, shard: ShardState, records: list[Mapping[str, Any]]
+    ) -> list[Mapping[str, Any]] | None:
+        """Records older than MaximumRecordAgeInSeconds go to the destination, not the handler.
+
+        None: some were dropped and the rest is read again (or the destination failed).
+        """
+        assert self.mapping is not None
+        max_age = self.mapping.maximum_record_age_seconds
+        if max_age < 0:
+            return records
+        oldest_allowed = time.time() - max_age
+        expired = [
+            r for r in records if r["ApproximateArrivalTimestamp"].timestamp() < oldest_allowed
+        ]
+        if not expired:
+            return records
+        # Arrival times only grow along a shard: the expired records are a prefix.
+        self._give_up(shard, records[: len(expired)], RECORD_AGE_EXCEEDED)
+        return None
+
+    def _on_failed_invoke(
+        self, shard: ShardState, failed: Sequence[Mapping[str, Any]], raised: bool
+    ) -> None:
+        assert self.mapping is not None
+        if self.mapping.retries_exhausted(shard.consecutive_failures + 1):
+            self._give_up(shard, failed, RETRY_ATTEMPTS_EXHAUSTED)
+            return
+        if raised and self.mapping.bisect_on_function_error and len(failed) > 1:
+            shard.batch_limit = len(failed) // 2
+        self._back_off(shard)
+
+    def _give_up(self, shard: ShardState, records: Sequence[Mapping[str, Any]], why: str) -> None:
+        """Send the range to the on-failure destination, then checkpoint past it (never before)."""
+        assert self.mapping is not None and self.send_to_destination is not None
+        destination = self.mapping.on_failure_destination
+        record = failure_record(
+            condition=why,
+            records=records,
+            shard_id=shard.shard_id,
+            stream_arn=self.stream_arn,
+            function_arn=self.mapping.function_arn,
+            invoke_count=shard.consecutive_failures + 1,
+        )
+        if destination:
+            try:
+                self.send_to_destination(destination, record)
+            except (ClientError, BotoCoreError, ValueError) as error:
+                log.warning("on-failure destination %s failed: %s", destination, error)
+                self._back_off(shard)
+                return
+        log.warning(
+            "gave up %d records of %s (%s): %s",
+            len(records),
+            shard.shard_id,
+            why,
+            json.dumps(record["KinesisBatchInfo"]),
+        )
+        self.checkpoints.save(shard.shard_id, str(records[-1]["SequenceNumber"]))
+        shard.consecutive_failures = 0
+        shard.batch_limit = None
+        shard.iterator = None
+        shard.next_poll_at = time.monotonic()
+
+    def _invoke(
+        self, shard: ShardState, records: Sequence[Mapping[str, Any]]
+    ) -> tuple[int | None, bool]:
+        """One handler invocation; checkpoints what succeeded.
+
+        Returns the index of the first record not handled (None: all were) and whether the
+        handler raised.
+        """
+        assert self.handler is not None and self.mapping is not None
         event = {
             "Records": [
                 kinesis_event_record(r, shard.shard_id, self.stream_arn, self.settings.aws_region)
@@ -346,9 +464,13 @@ class KinesisTrigger:
                 len(records),
                 sequence_numbers[0],
             )
-            return False
+            return 0, True
         elapsed_ms = (time.perf_counter() - started) * 1000
-        failed_index = first_failed_index(response, sequence_numbers)
+        failed_index = (
+            first_failed_index(response, sequence_numbers)
+            if self.mapping.report_batch_item_failures
+            else None  # without ReportBatchItemFailures Lambda ignores the response
+        )
         done = sequence_numbers if failed_index is None else sequence_numbers[:failed_index]
         if done:
             self.checkpoints.save(shard.shard_id, done[-1])
@@ -370,7 +492,7 @@ class KinesisTrigger:
             elapsed_ms,
             iterator_age_ms,
         )
-        return failed_index is None
+        return failed_index, False
 
     # -- loops -------------------------------------------------------------------------------
 
@@ -389,9 +511,9 @@ class KinesisTrigger:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             now = time.monotonic()
-            failing = [s for s in self.shards.values() if s.consecutive_failures]
+            failing = [s for s in self.shards.values() if s.consecutive_failures or s.held]
             for shard in self.shards.values():
-                if not shard.consecutive_failures:
+                if not shard.consecutive_failures and not shard.held:
                     shard.next_poll_at = min(shard.next_poll_at, now)
             if failing:
                 time.sleep(max(0.0, min(s.next_poll_at for s in failing) - now))
@@ -434,10 +556,11 @@ def _run_trigger(
             if stop_event.wait(2.0):
                 return
     log.info(
-        "trigger polling %s (%d shards), checkpoints in %s",
+        "trigger polling %s (%d shards), checkpoints in %s; %s",
         settings.stream_name,
         len(trigger.shards),
         trigger.checkpoints.path,
+        trigger.mapping.describe() if trigger.mapping else "",
     )
     trigger.run(stop_event)
     log.info("trigger stopped")

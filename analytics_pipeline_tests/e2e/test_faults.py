@@ -1,16 +1,19 @@
 """Faults injected into the real local stack; the pipeline must recover on its own.
 
-One `analytics-pipeline dev` (supervisor, trigger poller, `dagster dev` with its daemon,
-webserver, code server and run workers) runs for the whole module, pointed through a fault
-proxy (`fault_proxy.py`) at the session's AWS emulator. Each scenario sends its own events
-(message ids with a scenario prefix, valid and invalid), injects one fault for real - an AWS
-answer the proxy fails or holds, a SIGKILL of the process found through /proc, a second process
-holding the DuckDB lock - and then waits, without helping, until:
+One `analytics-pipeline dev` (supervisor, trigger poller, collector, `dagster dev` with its daemon,
+webserver, code server and the run of the load loop) runs for the whole module, pointed through
+a fault proxy (`fault_proxy.py`) at the session's AWS emulator. Each scenario sends its own
+events (message ids with a scenario prefix, valid and invalid), injects one fault for real - an
+AWS answer the proxy fails, holds or delays, a SIGKILL of the process found by its TCP
+connection or by the loader store's lock file, a run terminated from Dagster, a second process
+holding the DuckDB lock, a batch whose S3 object is gone - and then waits, without helping, until:
 
     valid events sent   == rows in `events` with that prefix, each messageId exactly once
     invalid events sent == rows in `events_quarantine` with that prefix, with their reason
+    the aggregates      == SQL over `events` (each load keeps them, incrementally)
     the queue (and its dead-letter queue) is empty.
 
+Loop runs last LOOP_SECONDS here, so loop runs hand over to each other under every scenario.
 Scenarios run in file order; the last one kills every process and starts `dev` again.
 """
 
@@ -22,6 +25,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -29,12 +33,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from analytics_pipeline import aws
 from analytics_pipeline.loader import BatchQueue
+from analytics_pipeline.loader.replay import dead_letters_for
+from analytics_pipeline.loader.store import LOCK_FILE, store_in_use
 from analytics_pipeline.local.bootstrap import ensure_resources
 from analytics_pipeline.local.processes import ChildProcess
 from analytics_pipeline.local.stack import child_env
@@ -46,6 +52,7 @@ from analytics_pipeline_testkit.processes import (
     descendants,
     free_port,
     graphql,
+    is_alive,
     is_loopback,
     kill_tree_at_once,
     listening_addresses,
@@ -63,6 +70,7 @@ from analytics_pipeline_tests.e2e.fault_proxy import (
     FaultProxy,
     Gate,
     Hold,
+    Received,
     ShiftArrival,
     entry_attribute,
     received_messages,
@@ -71,12 +79,22 @@ from analytics_pipeline_tests.e2e.fault_proxy import (
 
 pytestmark = pytest.mark.e2e
 
-VISIBILITY_SECONDS = 20
+VISIBILITY_SECONDS = 10
 LOCK_WAIT_SECONDS = 8
-# One GetObject as the run's S3 client makes it: botocore's `max_attempts` (5 in the resource)
-# counts retries, so the call is tried 6 times before the op sees the error.
+LOOP_SECONDS = 45  # each loop run loads for this long, then the sensor starts the next
+MAX_RECEIVES = 50  # recovery must never dead-letter here (the poison scenario lowers it)
+# Batches whose SQS message would be larger go to S3 behind a pointer: the scenarios' small
+# batches stay inline, `Sent.big_blob` makes an oversize one.
+INLINE_MAX_BYTES = 16_384
+# One GetObject as the loop's S3 client makes it: botocore's `max_attempts` (5 in the resource)
+# counts retries, so the call is tried 6 times before the load sees the error.
 FETCH_CALLS = 6
-SETTLE_SECONDS = 180  # generous: a loaded 2-core box, timers of 20 s, run retries
+LONG_POLL_SECONDS = 20  # the loop's longest ReceiveMessage wait
+SETTLE_SECONDS = 240  # generous: a loaded 2-core box, timers of 10 s, a loop run's restart
+
+SENSOR_MARKED_DEAD = "the loop run's process is gone"  # defs/ingest/loop.py, in the run's log
+
+T = TypeVar("T")
 
 
 # -- the stack -------------------------------------------------------------------------------
@@ -148,6 +166,89 @@ class Stack:
         path = self.settings.state_dir / name
         return path.read_text(errors="replace") if path.exists() else ""
 
+    # -- the load loop, as Dagster and the loader store see it ------------------------------
+
+    def loop_runs(self) -> list[dict[str, Any]]:
+        """Every run of the load loop, newest first (runId, status, startTime, endTime)."""
+        return graphql(
+            self.url,
+            """{ runsOrError(filter: {pipelineName: "events_loop_job"}, limit: 100) {
+                  ... on Runs { results { runId status startTime endTime } } } }""",
+        )["runsOrError"]["results"]
+
+    def run_events(self, run_id: str, since: float = 0.0) -> list[dict[str, Any]]:
+        """The event log of one run (from `since`, epoch seconds)."""
+        logs = graphql(
+            self.url,
+            """query ($runId: ID!) { logsForRun(runId: $runId) { ... on EventConnection {
+                  events { __typename ... on MessageEvent { message timestamp }
+                    ... on ExecutionStepFailureEvent { error { message cause { message } } }
+                    ... on ExecutionStepUpForRetryEvent { error { message cause { message } } }
+                    ... on AssetCheckEvaluationEvent { evaluation { success } }
+                  } } } }""",
+            {"runId": run_id},
+        )["logsForRun"]
+        return [e for e in logs["events"] if int(e["timestamp"]) / 1000 >= since - 1]
+
+    def loop_log(self, since: float) -> list[dict[str, Any]]:
+        """The events every loop run wrote since `since`."""
+        return [
+            event
+            for run in self.loop_runs()
+            if not run["endTime"] or run["endTime"] >= since - 1
+            for event in self.run_events(run["runId"], since)
+        ]
+
+    def run_pid(self, run_id: str) -> int | None:
+        """The pid of a run's process, as its run worker reported it to Dagster."""
+        for event in self.run_events(run_id):
+            found = re.search(r"Started process for run \(pid: (\d+)\)", event["message"])
+            if found:
+                return int(found.group(1))
+        return None
+
+    def store_holder(self) -> int:
+        """The pid in the loader store's lock file, checked to hold the lock right now."""
+        store = self.settings.loader_store_dir
+        assert store_in_use(store) is True, "no process holds the loader store"
+        words = (store / LOCK_FILE).read_text().split()
+        assert words[0] == "pid", words
+        return int(words[1])
+
+    def loop_run_of(self, pid: int) -> str:
+        """The id of the STARTED loop run whose process is `pid`."""
+        started = [run["runId"] for run in self.loop_runs() if run["status"] == "STARTED"]
+        owners = [run_id for run_id in started if self.run_pid(run_id) == pid]
+        assert owners, f"no STARTED loop run has pid {pid} (started: {started})"
+        return owners[0]
+
+    def current_loop(self) -> str:
+        """The id of the loop run that holds the store now (waiting for one)."""
+
+        def holder() -> str | None:
+            if store_in_use(self.settings.loader_store_dir) is not True:
+                return None
+            try:
+                return self.loop_run_of(self.store_holder())
+            except AssertionError:  # the holder is between runs or reports in a moment
+                return None
+
+        return wait_for(holder, timeout=SETTLE_SECONDS, interval=1, what="a loop run loading")
+
+    def next_loop_after(self, run_id: str, status: str) -> str:
+        """Wait until loop run `run_id` has `status` and another loop run is loading."""
+
+        def replaced() -> str | None:
+            statuses = {run["runId"]: run["status"] for run in self.loop_runs()}
+            if statuses.get(run_id) != status:
+                return None
+            new = [r for r, s in statuses.items() if s == "STARTED" and r != run_id]
+            return new[0] if new else None
+
+        return wait_for(
+            replaced, timeout=SETTLE_SECONDS, interval=2, what=f"{run_id} {status}, a new loop"
+        )
+
 
 @pytest.fixture(scope="module")
 def stack(aws_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
@@ -157,10 +258,11 @@ def stack(aws_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         proxy.endpoint_url,
         base_dir,
         ANALYTICS_SQS_VISIBILITY_SECONDS=str(VISIBILITY_SECONDS),
-        ANALYTICS_QUEUE_MAX_RECEIVES="50",  # recovery must never dead-letter here
+        ANALYTICS_QUEUE_MAX_RECEIVES=str(MAX_RECEIVES),
         ANALYTICS_WAREHOUSE_LOCK_WAIT_SECONDS=str(LOCK_WAIT_SECONDS),
         ANALYTICS_TRIGGER_POLL_SECONDS="0.2",
-        ANALYTICS_AGGREGATE_CRON="0 0 1 1 *",  # keep aggregate runs out of the way
+        ANALYTICS_LOOP_SECONDS=str(LOOP_SECONDS),
+        ANALYTICS_SQS_MESSAGE_MAX_BYTES=str(INLINE_MAX_BYTES),
     )
     settings = Settings.from_env(env)
     direct = Settings.from_env({**env, "AWS_ENDPOINT_URL": aws_endpoint})
@@ -214,6 +316,15 @@ class Sent:
             self.invalid[bad["messageId"]] = "missing_event_name"
         return blob(events, gzipped=True, sent_at=sent_at)
 
+    def big_blob(self, at: datetime) -> bytes:
+        """Events of day `at` that no other blob shares, enough incompressible bytes for their
+        batch to go to S3 (an oversize batch, over INLINE_MAX_BYTES as an SQS message)."""
+        events = [track_event(self.new_id(), at=at) for _ in range(60)]
+        for event in events:
+            event["properties"]["noise"] = os.urandom(300).hex()
+            self.valid.add(event["messageId"])
+        return blob(events, gzipped=True)
+
     def batch_ids(self, proxy: FaultProxy) -> set[str]:
         """Batch ids the Lambda sent for this scenario (everything sent since it started)."""
         return {
@@ -221,6 +332,24 @@ class Sent:
             for call in proxy.calls_of("SendMessageBatch", self.started_at)
             for b in sent_batch_ids(call)
         }
+
+    def oversize_batch_ids(self, proxy: FaultProxy) -> set[str]:
+        return {
+            entry_attribute(entry, "batch_id") or ""
+            for call in proxy.calls_of("SendMessageBatch", self.started_at)
+            for entry in call.entries()
+            if entry_attribute(entry, "payload") == "s3"
+        }
+
+
+def received_since(stack: Stack, since: float) -> list[Received]:
+    """Messages the loop received since `since` (from receives made up to a long poll before:
+    a receive that was waiting when the messages arrived answers with them)."""
+    return [
+        message
+        for call in stack.proxy.calls_of("ReceiveMessage", since - LONG_POLL_SECONDS - 5)
+        for message in received_messages(call)
+    ]
 
 
 def put(stack: Stack, *records: tuple[bytes, str]) -> None:
@@ -242,6 +371,37 @@ def put_in_one_invocation(stack: Stack, *records: tuple[bytes, str]) -> None:
     finally:
         gate.open()
         stack.proxy.rules.remove(gate)
+
+
+class SteadyTraffic(threading.Thread):
+    """A blob every `interval` seconds until stopped: clients that keep sending through a fault."""
+
+    def __init__(self, stack: Stack, sent: Sent, interval: float = 1.0) -> None:
+        super().__init__(daemon=True)
+        self.stack, self.sent, self.interval = stack, sent, interval
+        self.stopping = threading.Event()
+        self.blobs = 0
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            put(self.stack, (self.sent.blob(valid=3, invalid=self.blobs % 4 == 0), "steady"))
+            self.blobs += 1
+            self.stopping.wait(self.interval)
+
+    def stop(self) -> int:
+        self.stopping.set()
+        self.join(timeout=30)
+        return self.blobs
+
+
+def readable(read: Callable[[], T | None], what: str) -> T:
+    """`read()` once the warehouse lets us (None: a load holds the file right now)."""
+
+    def value() -> tuple[T] | None:
+        result = read()
+        return None if result is None else (result,)
+
+    return wait_for(value, timeout=60, interval=0.5, what=what)[0]
 
 
 def rows_of(stack: Stack, prefix: str) -> tuple[dict[str, int], dict[str, tuple[str, int]]] | None:
@@ -267,16 +427,53 @@ def rows_of(stack: Stack, prefix: str) -> tuple[dict[str, int], dict[str, tuple[
     )
 
 
+# Rows where what the loads kept incrementally differs from the same aggregate computed from
+# `events` now (the SQL that materialising a partition runs, over every day at once).
+AGGREGATE_DIFFERENCES = {
+    "daily_event_counts": """
+        WITH counted AS (
+            SELECT CAST("timestamp" AS DATE) AS day, type, event, count(*) AS events,
+                   count(DISTINCT coalesce(user_id, anonymous_id)) AS users
+            FROM analytics.events GROUP BY ALL),
+        kept AS (SELECT day, type, event, events, users FROM analytics.daily_event_counts)
+        (SELECT 'kept', * FROM kept EXCEPT SELECT 'kept', * FROM counted)
+        UNION ALL (SELECT 'counted', * FROM counted EXCEPT SELECT 'counted', * FROM kept)""",
+    "daily_active_users": """
+        WITH counted AS (
+            SELECT CAST("timestamp" AS DATE) AS day,
+                   count(DISTINCT coalesce(user_id, anonymous_id)) AS active_users,
+                   count(DISTINCT user_id) AS identified_users,
+                   count(DISTINCT anonymous_id) FILTER (WHERE user_id IS NULL) AS anonymous_users
+            FROM analytics.events GROUP BY 1),
+        kept AS (SELECT day, active_users, identified_users, anonymous_users
+                 FROM analytics.daily_active_users)
+        (SELECT 'kept', * FROM kept EXCEPT SELECT 'kept', * FROM counted)
+        UNION ALL (SELECT 'counted', * FROM counted EXCEPT SELECT 'counted', * FROM kept)""",
+}
+
+
+def aggregate_differences(stack: Stack) -> dict[str, list[tuple[Any, ...]]] | None:
+    try:
+        return {
+            table: stack.warehouse().query(sql).rows for table, sql in AGGREGATE_DIFFERENCES.items()
+        }
+    except Exception:  # locked by a load right now
+        return None
+
+
 def settle(
     stack: Stack,
     sent: Sent,
     expected_events: dict[str, int] | None = None,
     expected_quarantine: dict[str, tuple[str, int]] | None = None,
+    expected_dead_letters: int = 0,
+    loop_killed: bool = False,
     timeout: float = SETTLE_SECONDS,
 ) -> None:
     """Wait (without helping) until every sent event is accounted for and the queue is empty,
     then assert the exact reconciliation (by default: each valid messageId once in `events`,
-    each invalid one once in `events_quarantine` with its reason)."""
+    each invalid one once in `events_quarantine` with its reason), the aggregates against SQL
+    over `events`, and that every load since the scenario started reconciled its counts."""
     expected = expected_events or dict.fromkeys(sent.valid, 1)
     if expected_quarantine is None:
         expected_quarantine = {m: (reason, 1) for m, reason in sent.invalid.items()}
@@ -291,7 +488,8 @@ def settle(
         enough = sum(events.values()) >= sum(expected.values()) and sum(
             count for _, count in quarantine.values()
         ) >= sum(count for _, count in expected_quarantine.values())
-        return (events, quarantine, depths) if enough and depths[0] == 0 else None
+        done = enough and depths[0] == 0 and depths[1] >= expected_dead_letters
+        return (events, quarantine, depths) if done else None
 
     try:
         events, quarantine, depths = wait_for(
@@ -302,12 +500,26 @@ def settle(
             stack.supervisor.tail(30) if stack.supervisor else "",
             stack.log_text("trigger.log")[-3000:],
             stack.log_text("dagster.log")[-6000:],
+            json.dumps(stack.loop_runs(), indent=1),
             sep="\n----\n",
         )
         raise
     assert events == expected
     assert quarantine == expected_quarantine
-    assert depths == (0, 0)
+    assert depths == (0, expected_dead_letters)
+    differences = readable(lambda: aggregate_differences(stack), "the aggregates")
+    assert differences == {table: [] for table in AGGREGATE_DIFFERENCES}, differences
+    log = stack.loop_log(sent.started_at)
+    if not expected_dead_letters:  # a failed batch fails its load's counts_reconcile check
+        checks = [
+            event["evaluation"]["success"]
+            for event in log
+            if event["__typename"] == "AssetCheckEvaluationEvent"
+        ]
+        assert checks and all(checks), checks
+    if not loop_killed:  # the sensor fails a loop run only when its process is gone
+        marked = [event for event in log if SENSOR_MARKED_DEAD in event.get("message", "")]
+        assert not marked, marked
 
 
 # -- scenarios -------------------------------------------------------------------------------
@@ -375,51 +587,6 @@ def partial_failures_in(log: str) -> list[str]:
     return re.findall(r"failed_from=(\d+)", log)
 
 
-def deletes_of(stack: Stack, sent: Sent) -> Callable[[Call], bool]:
-    """Matches a DeleteMessageBatch of messages carrying this scenario's batches."""
-
-    def matches(call: Call) -> bool:
-        batch_ids = sent.batch_ids(stack.proxy)
-        handles = {
-            message.receipt_handle
-            for receive in stack.proxy.calls_of("ReceiveMessage", sent.started_at)
-            for message in received_messages(receive)
-            if message.batch_id in batch_ids
-        }
-        return any(entry["ReceiptHandle"] in handles for entry in call.entries())
-
-    return matches
-
-
-def fetches_of(stack: Stack, sent: Sent) -> Callable[[Call], bool]:
-    """Matches an S3 GetObject of one of this scenario's batch bodies."""
-    return lambda call: any(b in call.path for b in sent.batch_ids(stack.proxy))
-
-
-def load_run_events(stack: Stack, since: float) -> str:
-    """The event logs of the load runs started since `since`, as text to search."""
-    runs = graphql(
-        stack.url,
-        """{ runsOrError(filter: {pipelineName: "load_batches_job"}, limit: 100) {
-              ... on Runs { results { runId startTime } } } }""",
-    )["runsOrError"]["results"]
-    texts = []
-    for run in runs:
-        if (run["startTime"] or 0) < since - 1:
-            continue
-        logs = graphql(
-            stack.url,
-            """query ($runId: ID!) { logsForRun(runId: $runId) { ... on EventConnection {
-                  events { __typename ... on MessageEvent { message }
-                    ... on ExecutionStepFailureEvent { error { message cause { message } } }
-                    ... on ExecutionStepUpForRetryEvent { error { message cause { message } } }
-                  } } } }""",
-            {"runId": run["runId"]},
-        )
-        texts.append(json.dumps(logs))
-    return "\n".join(texts)
-
-
 def test_handler_fails_for_part_of_a_kinesis_batch(stack: Stack) -> None:
     """Today's batch cannot be sent (every attempt of the sink): the handler reports that record
     in batchItemFailures; the trigger keeps the earlier record and retries from the failed one."""
@@ -461,47 +628,94 @@ def test_send_message_batch_partly_fails(stack: Stack) -> None:
     assert not partial_failures_in(trigger_log_since(stack, log_offset))  # healed in the sink
 
 
+def fetches_of(stack: Stack, sent: Sent) -> Callable[[Call], bool]:
+    """Matches an S3 GetObject of one of this scenario's oversize batch bodies."""
+    return lambda call: any(b in call.path for b in sent.batch_ids(stack.proxy))
+
+
 def test_load_fails_before_commit(stack: Stack) -> None:
-    """The run cannot read a batch body (S3 answers 500 to every botocore retry of one fetch):
-    that load attempt fails before any warehouse write; a retry (of the run, or SQS redelivery)
-    loads the batch."""
+    """The loop cannot read an oversize batch's body (S3 answers 500 to every botocore retry of
+    one read): that load fails before it plans or writes anything, the op's RetryPolicy runs
+    the loop again and SQS redelivers the load's messages after the visibility timeout."""
     sent = Sent("f-before-commit-")
     failing = stack.proxy.add(
         FailStatus("s3:GetObject", 500, when=fetches_of(stack, sent), times=FETCH_CALLS)
     )
-    put(stack, *[(sent.blob(), f"c{i}") for i in range(4)])
+    put(stack, (sent.big_blob(datetime.now(UTC)), "c0"), *[(sent.blob(), f"c{i}") for i in (1, 2)])
     settle(stack, sent)
+    assert sent.oversize_batch_ids(stack.proxy)
     assert failing.applied == FETCH_CALLS
-    # A load attempt failed (its step failed or went up for retry) before the one that loaded.
-    events = load_run_events(stack, sent.started_at)
-    assert "ExecutionStepFailureEvent" in events or "ExecutionStepUpForRetryEvent" in events
+    # The loop's step failed on it (and went up for retry) before a later attempt loaded it.
+    failures = [
+        event
+        for event in stack.loop_log(sent.started_at)
+        if event["__typename"] in ("ExecutionStepUpForRetryEvent", "ExecutionStepFailureEvent")
+    ]
+    assert "injected by the fault proxy" in json.dumps(failures), failures
+
+
+def deletes_of(stack: Stack, sent: Sent) -> Callable[[Call], bool]:
+    """Matches a DeleteMessageBatch of messages carrying this scenario's batches."""
+
+    def matches(call: Call) -> bool:
+        batch_ids = sent.batch_ids(stack.proxy)
+        handles = {
+            message.receipt_handle
+            for message in received_since(stack, sent.started_at)
+            if message.batch_id in batch_ids
+        }
+        return any(entry["ReceiptHandle"] in handles for entry in call.entries())
+
+    return matches
+
+
+def kill_the_loop(stack: Stack, victim: int) -> str:
+    """SIGKILL the load loop's process, checked three ways (the caller the test found, the
+    store's lock holder, the run's own pid in Dagster); returns the id of its run."""
+    assert victim == stack.store_holder(), command_line(victim)
+    run_id = stack.loop_run_of(victim)
+    print(f"killing loop run {run_id}: {victim} {command_line(victim)[:120]}")
+    os.kill(victim, signal.SIGKILL)
+    assert not wait_gone([victim])
+    return run_id
 
 
 def test_load_killed_after_commit_before_the_sqs_delete(stack: Stack) -> None:
-    """SIGKILL the run worker while its DeleteMessageBatch (sent after the commit) is held: the
-    rows are in, the messages are not deleted; they come back and the ledger skips them."""
+    """SIGKILL the loop's process while its DeleteMessageBatch (sent after the commit and after
+    the store recorded the load) is held: the rows are in, the messages are not deleted. The
+    sensor finds the run STARTED with its store lock free, fails it and starts the next loop;
+    the messages come back and the store's ledger skips them (the oversize object is deleted
+    then, with its message)."""
     sent = Sent("f-after-commit-")
     held = stack.proxy.add(
         Hold("DeleteMessageBatch", forward_first=False, when=deletes_of(stack, sent))
     )
-    put(stack, *[(sent.blob(), f"d{i}") for i in range(4)])
-    assert held.held.wait(120), "no load run deleted this scenario's messages"
-    victim = stack.caller_of(held)
-    print(f"run worker holding the delete: {victim} {command_line(victim)}")
-    assert "trigger" not in command_line(victim)
-    os.kill(victim, signal.SIGKILL)
-    assert not wait_gone([victim])
+    put(
+        stack,
+        (sent.big_blob(datetime.now(UTC) - timedelta(days=2)), "d0"),
+        *[(sent.blob(), f"d{i}") for i in range(1, 4)],
+    )
+    assert held.held.wait(120), "the loop never deleted this scenario's messages"
+    killed = kill_the_loop(stack, stack.caller_of(held))
     held.release()
-    # Killed after its commit: the batches of the held delete are in the ledger (their rows
-    # committed with them), and their messages are still in the queue.
+    # Killed after its commit: the batches of the held delete are in the warehouse's ledger
+    # (their rows committed with them), and their messages are still in the queue.
     in_flight = batches_deleted_by(stack, held.calls[0], sent)
     assert in_flight
-    ledger = wait_for(
-        lambda: ledger_rows(stack, in_flight), 30, what="warehouse readable after the kill"
-    )
+    ledger = readable(lambda: ledger_rows(stack, in_flight), "the warehouse after the kill")
     assert ledger == in_flight
     assert stack.queue_depths()[0] > 0
-    settle(stack, sent)
+    stack.next_loop_after(killed, "FAILURE")
+    settle(stack, sent, loop_killed=True)
+    oversize = sent.oversize_batch_ids(stack.proxy)
+    assert oversize and not objects_of(stack, oversize)
+
+
+def objects_of(stack: Stack, batch_ids: set[str]) -> list[str]:
+    """Keys in the bucket that belong to these batches (oversize bodies, failure records)."""
+    listing = aws.client("s3", stack.direct).list_objects_v2(Bucket=stack.direct.bucket)
+    keys = [item["Key"] for item in listing.get("Contents", [])]
+    return [key for key in keys if any(b in key for b in batch_ids)]
 
 
 def batches_deleted_by(stack: Stack, delete: Call, sent: Sent) -> set[str]:
@@ -509,8 +723,7 @@ def batches_deleted_by(stack: Stack, delete: Call, sent: Sent) -> set[str]:
     handles = {entry["ReceiptHandle"] for entry in delete.entries()}
     return {
         message.batch_id
-        for receive in stack.proxy.calls_of("ReceiveMessage", sent.started_at)
-        for message in received_messages(receive)
+        for message in received_since(stack, sent.started_at)
         if message.receipt_handle in handles and message.batch_id
     }
 
@@ -527,26 +740,31 @@ def ledger_rows(stack: Stack, batch_ids: set[str]) -> set[str] | None:
     return {row[0] for row in result.rows}
 
 
-def test_visibility_timeout_expires_while_the_first_run_still_works(stack: Stack) -> None:
-    """The first run's read of a batch body answers after the visibility timeout: the message
-    is received again and a second run loads it too; the ledger keeps one copy."""
+def test_a_load_that_outlasts_the_visibility_timeout(stack: Stack) -> None:
+    """The loop's read of an oversize body answers 5 s after the visibility timeout: the
+    load's messages are visible again while it works. No second loader takes them - the store
+    is held, so the sensor does not start another loop (and another would wait for the
+    store) - and the load commits and deletes them with the receipt handles it has."""
     sent = Sent("f-visibility-")
     slow = stack.proxy.add(
-        DelayResponse(
-            "s3:GetObject", VISIBILITY_SECONDS + 15, when=fetches_of(stack, sent), times=1
-        )
+        DelayResponse("s3:GetObject", VISIBILITY_SECONDS + 5, when=fetches_of(stack, sent), times=1)
     )
-    put(stack, *[(sent.blob(), f"v{i}") for i in range(4)])
+    put(stack, (sent.big_blob(datetime.now(UTC)), "v0"), *[(sent.blob(), f"v{i}") for i in (1, 2)])
     settle(stack, sent)
     assert slow.applied == 1
     batch_ids = sent.batch_ids(stack.proxy)
     receive_counts = [
         message.receive_count
-        for receive in stack.proxy.calls_of("ReceiveMessage", sent.started_at)
-        for message in received_messages(receive)
+        for message in received_since(stack, sent.started_at)
         if message.batch_id in batch_ids
     ]
-    assert max(receive_counts) >= 2, receive_counts
+    assert receive_counts and max(receive_counts) == 1, receive_counts
+    failed = [
+        run
+        for run in stack.loop_runs()
+        if run["status"] == "FAILURE" and (run["endTime"] or 0) >= sent.started_at
+    ]
+    assert not failed, failed
 
 
 LOCK_HOLDER = """
@@ -567,9 +785,10 @@ def test_warehouse_locked_by_another_process_for_longer_than_a_load_attempt(
     stack: Stack,
 ) -> None:
     """A second real process holds the DuckDB file until a load attempt has given up (after
-    ANALYTICS_WAREHOUSE_LOCK_WAIT_SECONDS, 8 s here); the load is retried and succeeds once
-    the file is free."""
+    ANALYTICS_WAREHOUSE_LOCK_WAIT_SECONDS, 8 s here) with its intent written: the op's retry
+    first recovers that intent (never committed: forgotten), and loads once the file is free."""
     sent = Sent("f-locked-")
+    log_offset = len(stack.log_text("dagster.log"))
     holder = subprocess.Popen(
         [sys.executable, "-c", LOCK_HOLDER, str(stack.settings.duckdb_path)],
         stdin=subprocess.PIPE,
@@ -580,7 +799,7 @@ def test_warehouse_locked_by_another_process_for_longer_than_a_load_attempt(
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         put(stack, *[(sent.blob(), f"w{i}") for i in range(4)])
         wait_for(
-            lambda: "locked by another process" in load_run_events(stack, sent.started_at),
+            lambda: "locked by another process" in json.dumps(stack.loop_log(sent.started_at)),
             timeout=180,
             interval=2,
             what="a load attempt that gave up on the lock",
@@ -604,18 +823,20 @@ def test_warehouse_locked_by_another_process_for_longer_than_a_load_attempt(
         .rows[0][0]
     )
     assert first_load >= released_at - timedelta(seconds=1)
+    # The attempt that gave up had written its intent; a later attempt found it uncommitted.
+    assert "never committed: its batches load again" in stack.log_text("dagster.log")[log_offset:]
 
 
 def test_client_resends_a_blob_after_a_lost_acknowledgement(stack: Stack) -> None:
     """The SDK resends the same events (sentAt restamped) after a lost PutRecords answer.
 
     The first copies arrived minutes or days before the resend (the proxy moves their Kinesis
-    arrival time back). Skew correction gives both copies the same `timestamp`, and the loader's
-    dedupe window is centred on `timestamp`, so a resend is skipped whatever its delay, up to the
-    late-arrival window: beyond it (40 days) the resend is quarantined as timestamp_too_old.
-    A device clock that jumps between the attempts moves the corrected timestamp; beyond the
-    dedupe window (8 days) that copy is loaded a second time. A resent invalid event stays one
-    quarantine row: its id is its messageId and bytes, not the Kinesis record it came in.
+    arrival time back). The loader's key index is global over its retention (the late-arrival
+    window + 1 day of load time), so a copy is skipped whatever its delay and whatever its
+    timestamp says: a device clock that jumps 8 days between the attempts moves the copy's
+    corrected timestamp into another day, and it is still skipped. Beyond the late-arrival
+    window (40 days) the resend is quarantined as timestamp_too_old. A resent invalid event
+    stays one quarantine row: its id is its messageId and bytes, not the Kinesis record.
     """
     sent = Sent("f-resend-")
     now = datetime.now(UTC)
@@ -655,7 +876,7 @@ def test_client_resends_a_blob_after_a_lost_acknowledgement(stack: Stack) -> Non
     )
 
     # The resends, now, each beside fresh events of the same day (so the batch is a new one and
-    # the messageId check, not the batch ledger, must catch the copy).
+    # the key index, not the batch ledger, must catch the copy).
     resent_at = datetime.now(UTC)
     records = []
     fresh: dict[str, int] = {}
@@ -666,55 +887,176 @@ def test_client_resends_a_blob_after_a_lost_acknowledgement(stack: Stack) -> Non
             fresh |= {e["messageId"]: 1 for e in companions}
             records.append((blob(companions, gzipped=True, sent_at=resent_at), "again"))
     records.append((blob(jumped, gzipped=True, sent_at=resent_at + timedelta(days=8)), "again"))
+    resends_started = time.time()
     put_in_one_invocation(stack, *records)
 
     too_old = {e["messageId"]: ("timestamp_too_old", 1) for e in copies["days-40"]}
     settle(
         stack,
         sent,
-        expected_events=first_events | fresh | {e["messageId"]: 2 for e in jumped},
+        expected_events=first_events | fresh,
         expected_quarantine={bad["messageId"]: ("missing_event_name", 1)} | too_old,
     )
-    # Every batch the Lambda sent is in the ledger now, the resent quarantine row's included:
-    # the single row is the loader's dedupe on a content-derived id, not a copy still queued.
-    batch_ids = sent.batch_ids(stack.proxy)
-    wait_for(
-        lambda: ledger_rows(stack, batch_ids) == batch_ids,
-        timeout=SETTLE_SECONDS,
-        interval=2,
-        what="every batch of the scenario in the ledger",
+    # Every batch of the resends reached the loop (none is still queued: the copies were
+    # received and skipped), the jumped copies' batch of 8 days ago among them.
+    resent = {
+        b
+        for call in stack.proxy.calls_of("SendMessageBatch", resends_started)
+        for b in sent_batch_ids(call)
+    }
+    received = {message.batch_id for message in received_since(stack, resends_started)}
+    eight_days_ago = (resent_at - timedelta(days=8)).date().isoformat()
+    days = {
+        entry_attribute(entry, "day")
+        for call in stack.proxy.calls_of("SendMessageBatch", resends_started)
+        for entry in call.entries()
+    }
+    assert resent and resent <= received
+    assert eight_days_ago in days
+
+
+def loaded_ids(stack: Stack, sent: Sent) -> set[str]:
+    """MessageIds of the scenario in `events` so far (none while the file is locked)."""
+    rows = rows_of(stack, sent.prefix)
+    return set(rows[0]) if rows else set()
+
+
+def test_the_loop_run_terminated_from_dagster_mid_stream(stack: Stack) -> None:
+    """Clients keep sending while an operator terminates the loop run from Dagster: the op is
+    interrupted wherever it is (a receive, a load, a delete), the run ends CANCELED, the sensor
+    starts the next loop, and that one recovers what the first left (an intent, undeleted
+    messages) before it loads on."""
+    sent = Sent("f-terminate-")
+    traffic = SteadyTraffic(stack, sent, interval=0.5)
+    traffic.start()
+    try:
+        wait_for(lambda: loaded_ids(stack, sent), 120, 1, "the first rows loaded")
+        run_id = stack.current_loop()
+        answer = graphql(
+            stack.url,
+            """mutation ($runId: String!) { terminateRun(runId: $runId) { __typename } }""",
+            {"runId": run_id},
+        )
+        assert answer["terminateRun"]["__typename"] == "TerminateRunSuccess", answer
+        terminated_at = time.time()
+        stack.next_loop_after(run_id, "CANCELED")
+        time.sleep(3)  # and a few blobs for the new loop
+    finally:
+        assert traffic.stop() >= 4
+    settle(stack, sent)
+    # Ended, not retried: the op's RetryPolicy did not open the loader again after it.
+    after = [
+        event
+        for event in stack.run_events(run_id)
+        if int(event["timestamp"]) / 1000 >= terminated_at
+    ]
+    assert "RunCanceledEvent" in [event["__typename"] for event in after], after
+    reopened = f"loading {stack.settings.queue_name} for"
+    assert not [event for event in after if reopened in event.get("message", "")], after
+
+
+def test_a_loop_run_ends_at_its_deadline_and_the_next_takes_over(stack: Stack) -> None:
+    """Each loop run loads for ANALYTICS_LOOP_SECONDS (45 s here), then returns; the sensor
+    starts the next. Clients sending across the handover lose nothing and double nothing, and
+    the run that ended did so by its deadline (SUCCESS), not by a failure."""
+    sent = Sent("f-handover-")
+    first = stack.current_loop()
+    traffic = SteadyTraffic(stack, sent, interval=2.0)
+    traffic.start()
+    try:
+        second = stack.next_loop_after(first, "SUCCESS")
+        wait_for(
+            lambda: any(
+                e["__typename"] == "MaterializationEvent" for e in stack.run_events(second)
+            ),
+            SETTLE_SECONDS,
+            2,
+            "a load by the next loop run",
+        )
+    finally:
+        traffic.stop()
+    settle(stack, sent)
+
+
+def test_an_oversize_batch_whose_s3_object_is_gone_goes_to_the_dead_letter_queue(
+    stack: Stack,
+) -> None:
+    """The S3 object of an oversize batch is deleted before the loop reads it (an expired
+    object, an operator's mistake): GetObject answers NoSuchKey, the batch fails alone and is
+    not deleted; SQS gives it back until maxReceiveCount (2 here), then moves it to the
+    dead-letter queue, where `dlq list` shows why. The loop keeps loading everything else
+    meanwhile, in the same run."""
+    sent = Sent("f-object-gone-")
+    ensure_resources(
+        Settings.from_env({**stack.direct.to_env(), "ANALYTICS_QUEUE_MAX_RECEIVES": "2"})
     )
-    rows = wait_for(lambda: rows_of(stack, sent.prefix), timeout=60, what="the quarantine")
-    assert rows[1][bad["messageId"]] == ("missing_event_name", 1)
+    loop = stack.current_loop()
+    read = stack.proxy.add(Hold("s3:GetObject", forward_first=False, when=fetches_of(stack, sent)))
+    try:
+        put(stack, (sent.big_blob(datetime.now(UTC) - timedelta(days=1)), "o0"))
+        gone = set(sent.valid)  # its events are never loaded
+        sent.valid.clear()
+        assert read.held.wait(120), "the loop never read the oversize body"
+        oversize = sent.oversize_batch_ids(stack.proxy)
+        assert len(oversize) == 1
+        objects = objects_of(stack, oversize)
+        assert len(objects) == 1, objects
+        aws.client("s3", stack.direct).delete_object(Bucket=stack.direct.bucket, Key=objects[0])
+        read.release()  # dropped unanswered: botocore retries and finds no object
+        # Everything else keeps loading while the batch goes round.
+        put(stack, *[(sent.blob(), f"o{i}") for i in range(1, 4)])
+        settle(stack, sent, expected_dead_letters=1)
+    finally:
+        ensure_resources(stack.direct)
+    letters = dead_letters_for(stack.direct)
+    assert [letter.batch_id for letter in letters] == list(oversize)
+    assert letters[0].failure is not None and "NoSuchKey" in letters[0].failure.error
+    assert letters[0].failure.receive_count == 2
+    loaded = rows_of(stack, sent.prefix)
+    assert loaded is not None and not set(loaded[0]) & gone
+    assert [run["status"] for run in stack.loop_runs() if run["runId"] == loop] in (
+        ["STARTED"],
+        ["SUCCESS"],  # its time was up meanwhile
+    )
+    dead = BatchQueue.for_settings(stack.direct, dead_letters=True)
+    dead.delete_messages([m.receipt_handle for m in dead.receive(10, 30)])
+    assert stack.queue_depths() == (0, 0)
 
 
 def test_every_pipeline_process_killed_at_once_and_dev_started_again(stack: Stack) -> None:
-    """SIGKILL the supervisor and its whole tree (trigger, dagster dev, webserver, daemon, code
-    server, a run worker between its commit and its SQS delete) at once, keep sending, and start
-    `analytics-pipeline dev` again: it reuses the emulator, whose state survived."""
+    """SIGKILL the supervisor and its whole tree (trigger, collector, dagster dev, webserver,
+    daemon, code server, the loop run between its commit and its SQS delete) at once, keep
+    sending, and start `analytics-pipeline dev` again: it reuses the emulator, whose state
+    survived; its sensor fails the dead loop run (its store lock is free) and starts a loop."""
     sent = Sent("f-kill-all-")
     held = stack.proxy.add(
         Hold("DeleteMessageBatch", forward_first=False, when=deletes_of(stack, sent))
     )
     put(stack, *[(sent.blob(), f"x{i}") for i in range(4)])
-    assert held.held.wait(120), "no load run deleted this scenario's messages"
-    run_worker = stack.caller_of(held)
+    assert held.held.wait(120), "the loop never deleted this scenario's messages"
+    loop_process = stack.caller_of(held)
+    assert loop_process == stack.store_holder()
+    dead_run = stack.loop_run_of(loop_process)
     assert stack.supervisor is not None
     old = stack.supervisor
     tree = {pid: command_line(pid) for pid in [old.pid, *stack.pipeline_pids()]}
     assert any(c.endswith("cli trigger") for c in tree.values()), tree
     assert any(" dev " in c and "dagster" in c for c in tree.values()), tree
-    assert run_worker in tree
+    assert loop_process in tree
 
     print("killing at once:", *[f"{p} {c[:90]}" for p, c in sorted(tree.items())], sep="\n  ")
     killed = kill_tree_at_once(old.pid)
     held.release()
     assert set(tree) <= set(killed)
     assert not wait_gone(killed), {pid: tree.get(pid) for pid in killed}
+    assert not is_alive(loop_process)
     old.stop()  # reaps it; nothing left to signal
 
     put(stack, *[(sent.blob(), f"y{i}") for i in range(4)])  # clients keep sending meanwhile
     stack.start()
     assert stack.supervisor is not None
     assert "reused" in stack.supervisor.log_path.read_text()
-    settle(stack, sent)
+    stack.next_loop_after(dead_run, "FAILURE")
+    settle(stack, sent, loop_killed=True)
+    failure = [e for e in stack.run_events(dead_run) if e["__typename"] == "RunFailureEvent"]
+    assert SENSOR_MARKED_DEAD in json.dumps(failure), failure  # no code server left to tell

@@ -1,4 +1,5 @@
-"""In-process doubles of the boto3 SQS, S3 and Kinesis clients, with scriptable failures.
+"""In-process doubles of the boto3 SQS, S3 and Kinesis clients (and of the Lambda handler the
+Kinesis trigger calls), with scriptable failures.
 
 For unit tests only: end-to-end tests use the emulator over HTTP.
 """
@@ -9,11 +10,15 @@ import gzip
 import json
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
+
+from analytics_pipeline.settings import Settings
 
 EntryFails = Callable[[dict[str, Any], int], str | None]  # (entry, attempt) -> error code or None
 
@@ -142,3 +147,83 @@ class KinesisDouble:
 
     def stored_events(self) -> list[dict[str, Any]]:
         return [event for blob in self.stored_blobs() for event in blob["batch"]]
+
+
+# -- the Kinesis trigger's side: one shard to read, a handler to call ------------------------
+
+SHARD_STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/s"
+SHARD_ARRIVAL = datetime(2026, 11, 29, 12, 0, 0, 123000, tzinfo=UTC)
+
+
+@dataclass
+class KinesisShardDouble:
+    """One shard of records with sequence numbers 1..n; iterators encode the last one read."""
+
+    records: list[bytes]
+    expire_on_calls: set[int] = field(default_factory=set)
+    get_records_calls: int = 0
+    created: datetime = SHARD_ARRIVAL
+
+    def describe_stream_summary(self, StreamName: str) -> dict[str, Any]:
+        return {
+            "StreamDescriptionSummary": {
+                "StreamARN": SHARD_STREAM_ARN,
+                "StreamCreationTimestamp": self.created,
+            }
+        }
+
+    def list_shards(self, **_: Any) -> dict[str, Any]:
+        return {"Shards": [{"ShardId": "shardId-000000000000"}]}
+
+    def get_shard_iterator(self, **kwargs: Any) -> dict[str, Any]:
+        after = int(kwargs.get("StartingSequenceNumber", 0))
+        if kwargs["ShardIteratorType"] == "TRIM_HORIZON":
+            after = 0
+        return {"ShardIterator": str(after)}
+
+    def get_records(self, ShardIterator: str, Limit: int) -> dict[str, Any]:
+        self.get_records_calls += 1
+        if self.get_records_calls in self.expire_on_calls:
+            raise ClientError({"Error": {"Code": "ExpiredIteratorException"}}, "GetRecords")
+        after = int(ShardIterator)
+        chunk = [
+            {
+                "SequenceNumber": str(seq),
+                "PartitionKey": "p",
+                "Data": self.records[seq - 1],
+                "ApproximateArrivalTimestamp": SHARD_ARRIVAL,
+            }
+            for seq in range(after + 1, min(after + Limit, len(self.records)) + 1)
+        ]
+        last = int(chunk[-1]["SequenceNumber"]) if chunk else after
+        return {"Records": chunk, "NextShardIterator": str(last), "MillisBehindLatest": 0}
+
+
+@dataclass
+class RecordingHandler:
+    """Sees every invocation; `script` decides per call: None, an index to fail at, or raise."""
+
+    script: list[int | str | None] = field(default_factory=list)
+    invocations: list[list[str]] = field(default_factory=list)
+
+    def __call__(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+        sequences = [r["kinesis"]["sequenceNumber"] for r in event["Records"]]
+        self.invocations.append(sequences)
+        action = self.script.pop(0) if self.script else None
+        if action == "raise":
+            raise RuntimeError("scripted handler failure")
+        if isinstance(action, int):
+            return {"batchItemFailures": [{"itemIdentifier": sequences[action]}]}
+        return {"batchItemFailures": []}
+
+
+def shard_settings(state_dir: Path, batch_size: int = 4) -> Settings:
+    """Settings for a trigger reading `KinesisShardDouble` (stream `s`), state in `state_dir`."""
+    return Settings.from_env(
+        {
+            "ANALYTICS_STREAM_NAME": "s",
+            "ANALYTICS_STATE_DIR": str(state_dir),
+            "ANALYTICS_TRIGGER_BATCH_SIZE": str(batch_size),
+            "ANALYTICS_TRIGGER_POLL_SECONDS": "0.01",
+        }
+    )

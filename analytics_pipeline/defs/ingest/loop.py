@@ -6,9 +6,10 @@ Every commit is one more materialization of the day partitions it touched (`even
 one `counts_reconcile` check evaluation: what the UI shows per micro-batch stays what it was
 with a run per micro-batch, without a process start and a sensor tick (5 s at best) in front of
 every load. A load that fails part of its batches shows as a failed check and metadata; an
-exception fails the op (its RetryPolicy retries it); a dead run shows as a failed run and the
-sensor starts the next within a tick or two. The sensor is the only restarter: loop runs carry
-`dagster/max_retries: 0`, so run retries never start a second loop beside the sensor's.
+exception fails the op (its RetryPolicy retries it), a termination ends the run (no retry); a
+dead run shows as a failed run and the sensor starts the next within a tick or two. The sensor
+is the only restarter: loop runs carry `dagster/max_retries: 0`, so run retries never start a
+second loop beside the sensor's.
 """
 
 import time
@@ -87,6 +88,7 @@ def materializations(
 def loop_job(settings: Settings, partitions_def: dg.PartitionsDefinition) -> dg.JobDefinition:
     @dg.op(
         name="events_loop",
+        out={},  # it reports through events; an output would fail the run when the loop ends
         retry_policy=WAREHOUSE_RETRY_POLICY,
         description="Loads every SQS batch as it arrives until the run's time is up.",
     )
@@ -102,20 +104,29 @@ def loop_job(settings: Settings, partitions_def: dg.PartitionsDefinition) -> dg.
         # From the run's start, so that an op retry does not outlive the run's max runtime.
         record = context.instance.get_run_record_by_id(context.run_id)
         started = (record.start_time if record else None) or time.time()
-        with open_loader(
-            settings,
-            warehouse=warehouse.get_warehouse(),
-            queue=batch_queue.get_queue(),
-            wait_seconds=STORE_WAIT_SECONDS,
-        ) as loader:
-            context.log.info("loading %s for %d s", settings.queue_name, seconds)
-            remaining = seconds - (time.time() - started)
-            for outcome in run_loop(loader, settings, seconds=max(remaining, 0)):
-                yield from materializations(outcome, partition_keys)
-                rejections.add(outcome)
-                evaluation = rejections.evaluation_due()
-                if evaluation is not None:
-                    yield evaluation
+        if record and record.dagster_run.status is dg.DagsterRunStatus.CANCELING:
+            # An interrupt that landed in Dagster's own frames came back as an op retry.
+            raise dg.Failure("the loop run was terminated", allow_retries=False)
+        try:
+            with open_loader(
+                settings,
+                warehouse=warehouse.get_warehouse(),
+                queue=batch_queue.get_queue(),
+                wait_seconds=STORE_WAIT_SECONDS,
+            ) as loader:
+                context.log.info("loading %s for %d s", settings.queue_name, seconds)
+                remaining = seconds - (time.time() - started)
+                for outcome in run_loop(loader, settings, seconds=max(remaining, 0)):
+                    yield from materializations(outcome, partition_keys)
+                    rejections.add(outcome)
+                    evaluation = rejections.evaluation_due()
+                    if evaluation is not None:
+                        yield evaluation
+        except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt) as interrupted:
+            # Dagster's RetryPolicy retries an interrupted op: a terminated loop run (Terminate
+            # in the UI, run monitoring's max runtime) would go on loading. The store is closed
+            # by now; the next loop run recovers a load left in flight.
+            raise dg.Failure("the loop run was terminated", allow_retries=False) from interrupted
 
     @dg.job(
         name=LOOP_JOB_NAME,
@@ -137,14 +148,26 @@ ACTIVE_STATUSES = [
 ]
 
 
-def _died(record: dg.RunRecord, settings: Settings) -> bool:
-    """A loop run that started over DEAD_AFTER_SECONDS ago yet holds no store is dead (killed
-    with its `dagster dev`, or OOM): the default run launcher cannot tell, so run monitoring
-    would only fail it at its max runtime, half an hour with no loads."""
+def _died(record: dg.RunRecord, instance: dg.DagsterInstance, settings: Settings) -> bool:
+    """A loop run that started over DEAD_AFTER_SECONDS ago, holds no store and has written no
+    event for as long is dead (killed with its `dagster dev`, or OOM): the default run launcher
+    cannot tell, so run monitoring would only fail it at its max runtime, half an hour with no
+    loads. A live run lets the store go for seconds: between an op failure and its retry (the
+    RetryPolicy's backoff, at most ~16 s, right after its STEP_UP_FOR_RETRY event) and as it
+    ends."""
     started = record.start_time or record.create_timestamp.timestamp()
-    if time.time() - started < DEAD_AFTER_SECONDS:
-        return False
-    return store_in_use(settings.loader_store_dir) is False
+    now = time.time()
+    if now - started < DEAD_AFTER_SECONDS or store_in_use(settings.loader_store_dir) is not False:
+        return False  # young, or its store is held (or lives on another host)
+    latest = instance.get_records_for_run(record.dagster_run.run_id, limit=1, ascending=False)
+    last_event_at = latest.records[0].timestamp if latest.records else started
+    return is_dead(started, last_event_at, store_held=False, now=now)
+
+
+def is_dead(started_at: float, last_event_at: float, *, store_held: bool, now: float) -> bool:
+    """The rule `_died` applies, on its facts (epoch seconds)."""
+    quiet_since = max(started_at, last_event_at)
+    return not store_held and now - quiet_since >= DEAD_AFTER_SECONDS
 
 
 def loop_sensor(settings: Settings, job: dg.JobDefinition) -> dg.SensorDefinition:
@@ -159,7 +182,7 @@ def loop_sensor(settings: Settings, job: dg.JobDefinition) -> dg.SensorDefinitio
         active = context.instance.get_run_records(
             dg.RunsFilter(job_name=LOOP_JOB_NAME, statuses=ACTIVE_STATUSES), limit=1
         )
-        if active and not _died(active[0], settings):
+        if active and not _died(active[0], context.instance, settings):
             return dg.SkipReason(f"loop run {active[0].dagster_run.run_id} is running")
         if active:
             context.instance.report_run_failed(
