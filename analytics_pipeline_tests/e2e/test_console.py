@@ -151,7 +151,8 @@ def test_the_lineage_shows_every_asset_and_edge(console: Console) -> None:
         for parent in graph.get(key).parent_keys
     }
     page = console.open("/asset-groups")
-    page.get_by_text("2 assets", exact=False).first.hover()  # (any dialog dismissed first)
+    page.locator("foreignObject").get_by_text("ingest", exact=True).first.wait_for()
+    page.get_by_role("button", name="Reload definitions").hover()  # any dialog dismissed first
     page.mouse.click(VIEWPORT[0] * 0.75, VIEWPORT[1] * 0.3, button="right")
     page.get_by_role("menuitem", name="Expand all groups").click()
     for asset in assets:
