@@ -239,6 +239,29 @@ def dlq_replay(batch_ids: tuple[str, ...]) -> None:
         click.echo(f"  sent {name}")
 
 
+@dlq.command("redrive")
+@click.option(
+    "--max-per-second",
+    type=click.IntRange(1, 500),
+    default=None,
+    help="On AWS: messages SQS moves a second (default: SQS's own pace, up to 500).",
+)
+def dlq_redrive(max_per_second: int | None) -> None:
+    """Move the whole dead-letter queue back to the main queue (after fixing the cause).
+
+    On AWS, SQS's own move task (StartMessageMoveTask) does it server side, for a large queue;
+    against a local emulator, which lacks it, `dlq replay` does the same.
+    """
+    from analytics_pipeline.loader.replay import redrive_dead_letters_for
+
+    report = redrive_dead_letters_for(Settings.from_env(), max_per_second)
+    click.echo(
+        f"redrive by {report.how}: {report.moved} moved"
+        + (f" of {report.to_move}, task {report.status}" if report.status else "")
+        + (f" ({report.failure_reason})" if report.failure_reason else "")
+    )
+
+
 @main.group()
 def loader() -> None:
     """The loader's store (the key index, the batch ledger and intents, outside the warehouse)."""

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 
-def setting(variable: str, default: str, doc: str) -> Any:
+def setting(variable: str, default: str, doc: str, *, secret: bool = False) -> Any:
     """A `Settings` field read from `variable`; `default` is its text when the variable is unset
-    (an empty default means "unset": None for optional fields)."""
-    return field(metadata={"variable": variable, "default": default, "doc": doc})
+    (an empty default means "unset": None for optional fields). A `secret` is passed on to child
+    processes but left out of what Dagster shows (resource config)."""
+    return field(metadata={"variable": variable, "default": default, "doc": doc, "secret": secret})
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,9 @@ class Settings:
         "batch that failed to load.",
     )
     warehouse: str = setting(
-        "ANALYTICS_WAREHOUSE", "duckdb", "Warehouse: `duckdb` (local) or `bigquery`."
+        "ANALYTICS_WAREHOUSE",
+        "duckdb",
+        "Warehouse: `duckdb` (local) or `bigquery` (see [BigQuery](#bigquery)).",
     )
     duckdb_path: Path = setting(
         "ANALYTICS_DUCKDB_PATH",
@@ -83,12 +86,14 @@ class Settings:
         "ANALYTICS_BIGQUERY_EMULATOR_REST",
         "",
         "Emulators only: REST endpoint of a BigQuery emulator (e.g. `http://127.0.0.1:9050`); "
-        "when set, anonymous credentials are used and `dev` starts the emulator if none answers.",
+        "when set, anonymous credentials are used and `dev` starts the emulator if none answers. "
+        "Never set in production.",
     )
     bigquery_emulator_grpc: str = setting(
         "ANALYTICS_BIGQUERY_EMULATOR_GRPC",
         "127.0.0.1:9060",
-        "Emulators only: gRPC endpoint (Storage Write API) of the emulator, used with REST.",
+        "Emulators only: gRPC endpoint (Storage Write API) of the emulator, used together with the "
+        "REST one.",
     )
     bigquery_partition_expiration_days: int | None = setting(
         "ANALYTICS_BIGQUERY_PARTITION_EXPIRATION_DAYS",
@@ -120,7 +125,11 @@ class Settings:
         "Dagster instance folder; `dev` writes the repository's dagster.yaml into it.",
     )
     partition_start: str = setting(
-        "ANALYTICS_PARTITION_START", "2026-01-01", "First day partition of the event tables."
+        "ANALYTICS_PARTITION_START",
+        "",
+        "First day partition of the event tables (YYYY-MM-DD); empty: the UTC day the code "
+        "location first started, recorded in `<ANALYTICS_STATE_DIR>/partition-start`, so a "
+        "fresh install shows no wall of Missing days. Set it where that folder is not kept.",
     )
     sqs_message_max_bytes: int = setting(
         "ANALYTICS_SQS_MESSAGE_MAX_BYTES",
@@ -162,6 +171,63 @@ class Settings:
         "0 4 * * *",
         "How often the `no_duplicate_message_ids` safety net re-scans days whose events changed "
         "(on BigQuery each scan of a day bills its `message_id` column).",
+    )
+    health_interval_seconds: int = setting(
+        "ANALYTICS_HEALTH_INTERVAL_SECONDS",
+        "30",
+        "Seconds between the health sensor's readings of the queue, the dead-letter queue and "
+        "the trigger's iterator age (observations plotted in the UI, freshness and DLQ checks).",
+    )
+    health_cloudwatch: bool = setting(
+        "ANALYTICS_HEALTH_CLOUDWATCH",
+        "false",
+        "Also read CloudWatch (AWS only): the queues' `ApproximateAgeOfOldestMessage` and the "
+        "ingest Lambda's `IteratorAge`, at most once a minute (~$1.30 a month).",
+    )
+    ingest_function_name: str = setting(
+        "ANALYTICS_INGEST_FUNCTION_NAME",
+        "analytics-ingest",
+        "Name of the ingest Lambda, whose `IteratorAge` the health sensor reads from CloudWatch.",
+    )
+    freshness_minutes: float = setting(
+        "ANALYTICS_FRESHNESS_MINUTES",
+        "10",
+        "The `events_fresh` check fails when batches wait in the queue and no load has "
+        "committed for this many minutes.",
+    )
+    quarantine_rate_max: float = setting(
+        "ANALYTICS_QUARANTINE_RATE_MAX",
+        "0.05",
+        "The `quarantine_rate` check fails when a larger share of the rows loaded within the "
+        "window was rejected.",
+    )
+    quarantine_rate_window_minutes: float = setting(
+        "ANALYTICS_QUARANTINE_RATE_WINDOW_MINUTES",
+        "15",
+        "Window of the `quarantine_rate` check (the load loop's own counts).",
+    )
+    row_count_interval_seconds: int = setting(
+        "ANALYTICS_ROW_COUNT_INTERVAL_SECONDS",
+        "600",
+        "Seconds between row counts of every table, recorded as observations (BigQuery: table "
+        "metadata, free, but the aggregate views are counted by a query: >= 10 MB each).",
+    )
+    alert_webhook_url: str = setting(
+        "ANALYTICS_ALERT_WEBHOOK_URL",
+        "",
+        "Webhook (Slack-compatible JSON) that gets one message per failed Dagster run; empty: "
+        "no alerts. A secret: never shown in the UI's resource config.",
+        secret=True,
+    )
+    dagster_ui_url: str = setting(
+        "ANALYTICS_DAGSTER_UI_URL",
+        "http://127.0.0.1:3000",
+        "Address of the Dagster UI, for the links in alerts.",
+    )
+    asset_owners: str = setting(
+        "ANALYTICS_ASSET_OWNERS",
+        "team:data-platform",
+        "Owners of every asset in the catalogue, comma-separated (`team:name` or e-mails).",
     )
     warehouse_lock_wait_seconds: float = setting(
         "ANALYTICS_WAREHOUSE_LOCK_WAIT_SECONDS",
@@ -252,9 +318,14 @@ class Settings:
         """Keys live as long as a copy can still be accepted: the late-arrival window, + 1."""
         return self.late_arrival_days + 1
 
-    def to_env(self) -> dict[str, str]:
-        """The environment that reproduces these settings in a child process."""
-        return {spec.variable: _to_text(getattr(self, spec.name)) for spec in setting_specs()}
+    def to_env(self, *, secrets: bool = True) -> dict[str, str]:
+        """The environment that reproduces these settings in a child process (without the
+        secret ones when `secrets` is false: for what a UI shows)."""
+        return {
+            spec.variable: _to_text(getattr(self, spec.name))
+            for spec in setting_specs()
+            if secrets or not spec.secret
+        }
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -275,6 +346,7 @@ class SettingSpec:
     default: str
     doc: str
     type: Any
+    secret: bool = False
 
     def parse(self, text: str) -> Any:
         """The field's value from its variable's text; empty is None where None is allowed."""
@@ -300,6 +372,7 @@ def setting_specs() -> tuple[SettingSpec, ...]:
             default=f.metadata["default"],
             doc=f.metadata["doc"],
             type=hints[f.name],
+            secret=f.metadata["secret"],
         )
         for f in fields(Settings)
     )
@@ -317,3 +390,12 @@ def _to_text(value: Any) -> str:
 SETTINGS_DOC: dict[str, tuple[str, str]] = {
     spec.variable: (spec.default, spec.doc) for spec in setting_specs()
 }
+
+
+def configuration_table() -> str:
+    """The README's configuration table, one row per setting (a test keeps the README equal)."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for spec in setting_specs():
+        default = f"`{spec.default}`" if spec.default else "(unset)"
+        rows.append(f"| `{spec.variable}` | {default} | {spec.doc} |")
+    return "\n".join(rows)

@@ -51,6 +51,8 @@ PIPELINE = PipelineParameters(
     duplicate_check=schedule("0 * * * *"),
     key_retention_days=31,
     bigquery_streams_per_hour=100_000,  # no spacing at these volumes (tested on its own)
+    health_interval_seconds=30,
+    health_cloudwatch_every_seconds=0,
 )
 ASSUME = Assumptions(
     events_per_blob=10,
@@ -91,6 +93,8 @@ def test_the_arithmetic_on_known_inputs() -> None:
         "Lambda duration (x86_64)": 2_628_000 * 0.020 * (1769 / 1024) * 0.0000166667,
         "SQS SendMessageBatch (Lambda)": 2_628_000 * 2 * 0.40 / 1e6,
         "SQS DeleteMessageBatch (loader loop)": 2_628_000 * 0.40 / 1e6,
+        # the health sensor: the queue's and the DLQ's depths every 30 s
+        "SQS GetQueueAttributes (health sensor)": 2_628_000 / 30 * 2 * 0.40 / 1e6,
         "S3 (oversize batches only)": 0.0,
         "AWS data transfer out": 2_628_000 * 100_200 / GIB * 0.09,
         # 500 B per event + one 50 B and one 40 B delta row per load + a 120 B ledger row
@@ -119,6 +123,37 @@ def test_the_arithmetic_on_known_inputs() -> None:
     )
     assert result.per_million_usd == pytest.approx(result.monthly_usd / 2628)
     assert result.hosts_monthly_usd == pytest.approx(1 * 0.1 * 730)
+
+
+def test_the_health_sensor_pays_per_tick_and_cloudwatch_only_when_enabled() -> None:
+    assert "CloudWatch GetMetricData (health sensor)" not in _items()
+    quick = replace(PIPELINE, health_interval_seconds=5, health_cloudwatch_every_seconds=60)
+    result = estimate(EVENTS, "bigquery", quick, SIZES, ASSUME)
+    items = {item.item: item.monthly_usd for item in result.items}
+    assert items["SQS GetQueueAttributes (health sensor)"] == pytest.approx(
+        2_628_000 / 5 * 2 * 0.40 / 1e6
+    )
+    # once a minute, 3 metrics (queue and DLQ oldest-message age, the Lambda's IteratorAge)
+    assert items["CloudWatch GetMetricData (health sensor)"] == pytest.approx(
+        2_628_000 / 60 * 3 * 0.01 / 1000
+    )
+    two = estimate(EVENTS, "bigquery", quick, SIZES, replace(ASSUME, queues=2))
+    doubled = {item.item: item.monthly_usd for item in two.items}
+    assert doubled["SQS GetQueueAttributes (health sensor)"] == pytest.approx(
+        2 * items["SQS GetQueueAttributes (health sensor)"]
+    )
+
+
+def test_the_health_parameters_come_from_the_settings() -> None:
+    from analytics_pipeline.cost import pipeline_parameters
+
+    assert pipeline_parameters(Settings.from_env({})).health_cloudwatch_every_seconds == 0
+    on = Settings.from_env(
+        {"ANALYTICS_HEALTH_CLOUDWATCH": "true", "ANALYTICS_HEALTH_INTERVAL_SECONDS": "10"}
+    )
+    parameters = pipeline_parameters(on)
+    assert parameters.health_interval_seconds == 10
+    assert parameters.health_cloudwatch_every_seconds == 60  # CloudWatch has a point a minute
 
 
 def test_bigquery_loads_are_spaced_to_the_write_stream_budget() -> None:
@@ -213,8 +248,11 @@ def test_free_tiers_are_items_of_their_own_and_can_be_left_out() -> None:
     result = estimate(EVENTS, "bigquery", PIPELINE, SIZES, replace(ASSUME, free_tiers=True))
     net = dict(result.net_items())
     assert net["BigQuery Storage Write API"] == pytest.approx(0, abs=1e-9)
-    # SQS: 2 + 3 + 1 requests a load, 2,628,000 loads = $6.3072 before the free million ($0.40)
-    assert net["SQS DeleteMessageBatch (loader loop)"] == pytest.approx(1.0512 * (1 - 0.4 / 6.3072))
+    # SQS: 2 + 3 + 1 requests a load, 2,628,000 loads = $6.3072, and the health sensor's
+    # 175,200 GetQueueAttributes = $0.07008, before the free million ($0.40)
+    assert net["SQS DeleteMessageBatch (loader loop)"] == pytest.approx(
+        1.0512 * (1 - 0.4 / (6.3072 + 0.07008))
+    )
     assert sum(net.values()) == pytest.approx(result.monthly_usd)
     assert "BigQuery Storage Write API" not in [name for name, _ in result.biggest(5)]
 

@@ -1,9 +1,15 @@
 """Configuration is declared once and the README documents all of it."""
 
+import os
 from dataclasses import fields
 from pathlib import Path
 
-from analytics_pipeline.settings import SETTINGS_DOC, Settings, setting_specs
+from analytics_pipeline.settings import (
+    SETTINGS_DOC,
+    Settings,
+    configuration_table,
+    setting_specs,
+)
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -60,14 +66,26 @@ def test_to_env_round_trips() -> None:
     assert Settings.from_env(settings.to_env()) == settings
 
 
-def test_readme_documents_every_variable_with_its_default() -> None:
+def test_readme_configuration_table_is_generated_from_the_settings() -> None:
+    """The README's table is `configuration_table()`; UPDATE_SNAPSHOTS=1 rewrites it."""
     readme = README.read_text()
+    header = "| variable | default | meaning |"
+    start = readme.index(header)
+    end = readme.index("\n\n", start)
+    if os.environ.get("UPDATE_SNAPSHOTS") == "1":
+        readme = readme[:start] + configuration_table() + readme[end:]
+        README.write_text(readme)
+        end = readme.index("\n\n", start)
+    assert readme[start:end] == configuration_table()
     for variable, (default, _) in SETTINGS_DOC.items():
-        row = next(
-            (line for line in readme.splitlines() if line.startswith(f"| `{variable}` |")), None
-        )
-        assert row is not None, f"{variable} missing from the README's configuration table"
+        row = next(line for line in readme.splitlines() if line.startswith(f"| `{variable}` |"))
         assert (f"`{default}`" if default else "(unset)") in row, row
+
+
+def test_secret_settings_stay_out_of_what_the_ui_shows() -> None:
+    settings = Settings.from_env({"ANALYTICS_ALERT_WEBHOOK_URL": "http://127.0.0.1:9/hook"})
+    assert settings.to_env()["ANALYTICS_ALERT_WEBHOOK_URL"] == "http://127.0.0.1:9/hook"
+    assert "ANALYTICS_ALERT_WEBHOOK_URL" not in settings.to_env(secrets=False)
 
 
 def test_the_loader_store_belongs_to_one_queue_and_one_warehouse(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from analytics_pipeline.cost.model import WAREHOUSES, estimate
 from analytics_pipeline.cost.terms import Assumptions, Estimate, Item, PipelineParameters
 from analytics_pipeline.ingest.sinks import SQS_BATCH_MAX_BYTES, SQS_BATCH_MAX_ENTRIES
 from analytics_pipeline.loader.batch_queue import SQS_BATCH
+from analytics_pipeline.loader.health import CLOUDWATCH_PERIOD_SECONDS
 from analytics_pipeline.loader.loop import MAX_WAIT_SECONDS
 from analytics_pipeline.settings import Settings
 
@@ -44,6 +45,12 @@ def pipeline_parameters(settings: Settings) -> PipelineParameters:
         duplicate_check=schedule(settings.duplicate_check_cron),
         key_retention_days=settings.loader_retention_days,
         bigquery_streams_per_hour=settings.bigquery_streams_per_hour,
+        health_interval_seconds=settings.health_interval_seconds,
+        health_cloudwatch_every_seconds=(
+            max(settings.health_interval_seconds, CLOUDWATCH_PERIOD_SECONDS)
+            if settings.health_cloudwatch
+            else 0
+        ),
     )
 
 

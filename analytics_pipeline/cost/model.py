@@ -19,6 +19,7 @@ import math
 from dataclasses import asdict
 from typing import Any
 
+from analytics_pipeline.cost.health import health_items
 from analytics_pipeline.cost.prices import (
     BIGQUERY_MIN_BYTES_PER_TABLE,
     DAYS_PER_MONTH,
@@ -405,9 +406,9 @@ class _Bill:
             f"${price.usd}/M",
             "AWS",
         )
-        total = sends + receives + empty + deletes
+        total = sends + receives + empty + deletes + self._health(price.usd)
         self._free(
-            "SQS requests: monthly free tier", "sqs_requests", total, price.usd / 1e6, "AWS", 3
+            "SQS requests: monthly free tier", "sqs_requests", total, price.usd / 1e6, "AWS", 4
         )
         self.send_bytes = send_bytes
         self.messages_per_send = messages
@@ -423,6 +424,17 @@ class _Bill:
             events_per_load=round6(self.events_per_load),
             oversize_batches=self.oversize,
         )
+
+    def _health(self, sqs_usd: float) -> float:
+        """The health sensor's readings (`health.py`); returns its SQS requests."""
+        p = self.pipeline
+        every = p.health_cloudwatch_every_seconds
+        items, requests = health_items(
+            p.health_interval_seconds, every, self.assume.queues, sqs_usd
+        )
+        for item in items:
+            self._add(*item, "AWS")
+        return requests
 
     def _s3(self) -> None:
         put, get = PRICES["s3_put"], PRICES["s3_get"]

@@ -104,6 +104,14 @@ PRICES: dict[str, Price] = {
         _SQS,
         RESEARCH_READ,
     ),
+    "cloudwatch_metrics_requested": Price(
+        0.01,
+        "thousand metrics requested (GetMetricData)",
+        "https://aws.amazon.com/cloudwatch/pricing/",
+        RESEARCH_READ,
+        False,
+        "not verified: from memory (the health sensor's optional CloudWatch reading)",
+    ),
     "s3_put": Price(0.005, "thousand PUT requests", _S3, RESEARCH_READ),
     "s3_get": Price(0.0004, "thousand GET requests (DELETE is free)", _S3, RESEARCH_READ),
     "aws_data_transfer_out": Price(

@@ -112,6 +112,8 @@ class PipelineParameters:
     duplicate_check: Schedule
     key_retention_days: int  # the loader store keeps keys this many days of load time
     bigquery_streams_per_hour: int  # the loop spaces BigQuery loads to create at most these
+    health_interval_seconds: int = 30  # the health sensor reads both queues' depths this often
+    health_cloudwatch_every_seconds: int = 0  # its GetMetricData (3 metrics); 0: not enabled
 
     def as_json(self) -> dict[str, Any]:
         facts = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -9,6 +9,7 @@ profile or role; Google: application default credentials), never from a config f
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import boto3
@@ -24,9 +25,11 @@ from analytics_pipeline.warehouse import Warehouse, open_warehouse
 
 
 class BatchQueueResource(ResourceWithBoto3Configuration):
-    """The SQS queue of batches and the S3 bucket holding staged and oversize bodies."""
+    """The SQS queue of batches, its dead-letter queue, the S3 bucket holding oversize bodies,
+    and CloudWatch (the queues' and the Lambda's metrics)."""
 
     queue_name: str
+    dead_letter_queue_name: str
     bucket: str
 
     def _session_client(self, service: str) -> Any:
@@ -53,6 +56,17 @@ class BatchQueueResource(ResourceWithBoto3Configuration):
             self._session_client("sqs"), self._session_client("s3"), self.queue_name, self.bucket
         )
 
+    def get_dead_letters(self) -> BatchQueue:
+        return BatchQueue.connect(
+            self._session_client("sqs"),
+            self._session_client("s3"),
+            self.dead_letter_queue_name,
+            self.bucket,
+        )
+
+    def get_cloudwatch(self) -> Any:
+        return self._session_client("cloudwatch")
+
 
 class WarehouseResource(dg.ConfigurableResource):
     """The configured warehouse (DuckDB or BigQuery), opened per use."""
@@ -64,15 +78,21 @@ class WarehouseResource(dg.ConfigurableResource):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WarehouseResource:
-        return cls(settings=settings.to_env())
+        return cls(settings=settings.to_env(secrets=False))  # the UI shows resource config
 
-    def get_warehouse(self) -> Warehouse:
-        return open_warehouse(Settings.from_env(self.settings))
+    def get_warehouse(self, lock_wait_seconds: float | None = None) -> Warehouse:
+        """`lock_wait_seconds`: wait at most this long for DuckDB's file lock (a sensor must end
+        within 60 s) instead of ANALYTICS_WAREHOUSE_LOCK_WAIT_SECONDS."""
+        settings = Settings.from_env(self.settings)
+        if lock_wait_seconds is not None:
+            settings = replace(settings, warehouse_lock_wait_seconds=lock_wait_seconds)
+        return open_warehouse(settings)
 
 
 def batch_queue_resource(settings: Settings) -> BatchQueueResource:
     return BatchQueueResource(
         queue_name=settings.queue_name,
+        dead_letter_queue_name=settings.dlq_name,
         bucket=settings.bucket,
         region_name=settings.aws_region,
         endpoint_url=settings.aws_endpoint_url,

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -56,13 +57,16 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class LoadOutcome:
-    """What one load did: per kind, per day (for one materialization per partition)."""
+    """What one load did: per kind, and per kind and day (one materialization per partition)."""
 
     results: dict[BatchKind, LoadResult] = field(default_factory=dict)
     days: dict[BatchKind, set[str]] = field(default_factory=dict)  # days whose rows changed
+    by_day: dict[tuple[BatchKind, str], LoadResult] = field(default_factory=dict)
     aggregate_days: set[str] = field(default_factory=set)  # days whose aggregates changed
     messages: int = 0
     bytes: int = 0  # compressed batch bytes loaded
+    bytes_by_day: Counter[tuple[BatchKind, str]] = field(default_factory=Counter)
+    rejected_by_reason: Counter[str] = field(default_factory=Counter)  # new quarantine rows
     seconds: float = 0.0
     failures: dict[str, BaseException] = field(default_factory=dict)  # batch id -> why
     write_streams: int = 0  # BigQuery write streams created (a quota: see loop.py)
@@ -70,21 +74,31 @@ class LoadOutcome:
     def result(self, kind: BatchKind) -> LoadResult:
         return self.results.get(kind, LoadResult())
 
+    def day_result(self, kind: BatchKind, day: str) -> LoadResult:
+        return self.by_day.get((kind, day), LoadResult())
+
     def add_plan(self, plan: LoadPlan) -> None:
         for kind, part in plan.results().items():
             self.results.setdefault(kind, LoadResult()).add(part)
+        for key, part in plan.results_by_day().items():
+            self.by_day.setdefault(key, LoadResult()).add(part)
         for batch in plan.batches:
             self.days.setdefault(batch.kind, set()).add(batch.day)
         self.aggregate_days |= {delta.day.isoformat() for delta in plan.event_counts}
+        self.rejected_by_reason.update(row.reason for row in plan.quarantine)
 
     def add(self, other: LoadOutcome) -> None:
         for kind, part in other.results.items():
             self.results.setdefault(kind, LoadResult()).add(part)
+        for key, part in other.by_day.items():
+            self.by_day.setdefault(key, LoadResult()).add(part)
         for kind, days in other.days.items():
             self.days.setdefault(kind, set()).update(days)
         self.aggregate_days |= other.aggregate_days
         self.messages += other.messages
         self.bytes += other.bytes
+        self.bytes_by_day.update(other.bytes_by_day)
+        self.rejected_by_reason.update(other.rejected_by_reason)
         self.seconds += other.seconds
         self.failures.update(other.failures)
         self.write_streams += other.write_streams
@@ -117,7 +131,7 @@ class Loader:
         started = time.monotonic()
         by_batch: dict[str, list[ReceivedMessage]] = {}  # SQS may carry a batch twice
         staged: list[StagedBatch] = []
-        unreadable: dict[str, BaseException] = {}
+        unreadable: dict[str, tuple[BatchKind, str, BaseException]] = {}
         for message in messages:
             header = message.header
             if header is None:  # not a batch this pipeline wrote: it goes to the DLQ
@@ -133,7 +147,7 @@ class Loader:
             except Exception as error:
                 if is_transient(error):
                     raise
-                unreadable[header.batch_id] = error
+                unreadable[header.batch_id] = (header.kind, header.day, error)
                 continue
             staged.append(
                 StagedBatch(header.batch_id, header.kind, header.day, header.row_count, body)
@@ -158,23 +172,31 @@ class Loader:
     def load_batches(
         self,
         staged: Sequence[StagedBatch],
-        unreadable: dict[str, BaseException] | None = None,
+        unreadable: dict[str, tuple[BatchKind, str, BaseException]] | None = None,
     ) -> LoadOutcome:
-        """Load batches whose bodies are at hand (the part of `load` that needs no SQS)."""
+        """Load batches whose bodies are at hand (the part of `load` that needs no SQS);
+        `unreadable`: batch id -> (kind, day, why) of those whose body could not be fetched."""
         self.recover()
-        failed = dict(unreadable or {})
-        kinds = {batch.batch_id: BatchKind(batch.kind) for batch in staged}
+        unreadable = unreadable or {}
+        failed = {batch_id: error for batch_id, (_, _, error) in unreadable.items()}
+        where = {batch_id: (kind, day) for batch_id, (kind, day, _) in unreadable.items()}
+        where |= {batch.batch_id: (BatchKind(batch.kind), batch.day) for batch in staged}
         outcome = LoadOutcome(bytes=sum(len(batch.ndjson_gz) for batch in staged))
+        for batch in staged:
+            outcome.bytes_by_day[(BatchKind(batch.kind), batch.day)] += len(batch.ndjson_gz)
         streams_before = self.write_streams
         for plan in self._commit_isolating_failures(list(staged), failed):
             outcome.add_plan(plan)
         outcome.write_streams = self.write_streams - streams_before
         outcome.failures = failed
         for batch_id in failed:
-            kind = kinds.get(batch_id, BatchKind.EVENTS)
-            result = outcome.results.setdefault(kind, LoadResult())
-            result.batches += 1
-            result.failed_batch_ids.append(batch_id)
+            kind, day = where[batch_id]
+            for result in (
+                outcome.results.setdefault(kind, LoadResult()),
+                outcome.by_day.setdefault((kind, day), LoadResult()),
+            ):
+                result.batches += 1
+                result.failed_batch_ids.append(batch_id)
         return outcome
 
     def _commit_isolating_failures(

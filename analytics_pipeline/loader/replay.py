@@ -18,14 +18,15 @@ and `context` are gone, so a replayed event keeps its own timestamps without ske
 from __future__ import annotations
 
 import base64
+import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from analytics_pipeline import aws
+from analytics_pipeline.aws import is_local_endpoint
 from analytics_pipeline.contract import is_blob_rejection, parse_blob
-from analytics_pipeline.contract.batches import BatchHeader
+from analytics_pipeline.contract.batches import BatchHeader, BatchKind
 from analytics_pipeline.contract.limits import Limits
 from analytics_pipeline.contract.rows import QuarantineRow
 from analytics_pipeline.ingest.handler import Sink, deliver
@@ -33,6 +34,7 @@ from analytics_pipeline.ingest.packing import ParsedRecord, pack_records
 from analytics_pipeline.loader.batch_queue import BatchQueue, ReceivedMessage
 from analytics_pipeline.loader.failures import LoadFailure, read_failure
 from analytics_pipeline.settings import Settings
+from analytics_pipeline.warehouse.base import Warehouse
 
 LIST_VISIBILITY_SECONDS = 30
 # A dead-letter queue is small (it holds what failed); one listing or replay reads it whole.
@@ -107,8 +109,10 @@ def replay_dead_letters(
     batch_ids: Collection[str] = (),
     loaded_batch_ids: Callable[[list[str]], set[str]] | None = None,
     visibility_seconds: int = 120,
+    kinds: Collection[BatchKind] = (),
 ) -> DlqReplayReport:
-    """Move dead-lettered messages (all, or those of `batch_ids`) back to the main queue.
+    """Move dead-lettered messages (all, or those of `batch_ids` and of `kinds`) back to the
+    main queue.
 
     A replay that dies midway leaves its messages hidden for `visibility_seconds`; the next
     replay after that sends them again (the ledger makes the second copy harmless). Only the
@@ -121,6 +125,7 @@ def replay_dead_letters(
         message
         for message in messages
         if not batch_ids or (message.header is not None and message.header.batch_id in batch_ids)
+        if not kinds or (message.header is not None and message.header.kind in kinds)
     ]
     chosen_ids = {message.message_id for message in chosen}
     others = [message for message in messages if message.message_id not in chosen_ids]
@@ -229,6 +234,88 @@ def replay_quarantine(
 # --- wired to the configuration (the CLI's entry points) ------------------------------------
 
 
+def replay_quarantine_into(
+    queue: BatchQueue,
+    warehouse: Warehouse,
+    settings: Settings,
+    reason: str,
+    limit: int | None = None,
+) -> QuarantineReplayReport:
+    """`replay_quarantine` of the rows with `reason`, sent to `queue` through the Lambda's sink."""
+    from analytics_pipeline.ingest.sinks import SqsS3Sink
+
+    return replay_quarantine(
+        warehouse.quarantined(reason, limit),
+        limits=Limits.from_settings(settings),
+        sink=SqsS3Sink(queue.sqs, queue.s3, queue.queue_url, queue.bucket),
+        bucket=queue.bucket,
+        max_message_bytes=settings.sqs_message_max_bytes,
+        mark_replayed=warehouse.mark_quarantine_replayed,
+    )
+
+
+# --- redrive: SQS moves the whole dead-letter queue back itself -----------------------------
+
+
+@dataclass
+class RedriveReport:
+    how: str  # "StartMessageMoveTask" or "replay" (where SQS lacks the move task)
+    moved: int = 0
+    to_move: int = 0
+    status: str = ""  # the move task's last status: COMPLETED, FAILED, CANCELLED, RUNNING
+    failure_reason: str = ""
+    replay: DlqReplayReport | None = None
+
+
+def redrive_dead_letters(
+    dead_letters: BatchQueue,
+    queue: BatchQueue,
+    *,
+    use_move_task: bool,
+    max_per_second: int | None = None,
+    loaded_batch_ids: Callable[[list[str]], set[str]] | None = None,
+    wait_seconds: float = 600.0,
+) -> RedriveReport:
+    """Every dead letter back to `queue`. With `use_move_task` (AWS) by SQS's own move task
+    ("DLQ redrive": server side, at up to `max_per_second` messages a second, no client in the
+    loop), waiting up to `wait_seconds` for it to end; the loader's ledger makes a batch already
+    loaded harmless, so nothing is checked first. Without it (the local emulators have no move
+    task) the same move is done by `replay_dead_letters`."""
+    if not use_move_task:
+        replayed = replay_dead_letters(dead_letters, queue, loaded_batch_ids=loaded_batch_ids)
+        return RedriveReport("replay", moved=len(replayed.sent), replay=replayed)
+    source = _queue_arn(dead_letters)
+    request: dict[str, Any] = {"SourceArn": source, "DestinationArn": _queue_arn(queue)}
+    if max_per_second:
+        request["MaxNumberOfMessagesPerSecond"] = max_per_second
+    dead_letters.sqs.start_message_move_task(**request)
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        task = dead_letters.sqs.list_message_move_tasks(SourceArn=source, MaxResults=1)
+        latest = (task.get("Results") or [{}])[0]
+        status = str(latest.get("Status", ""))
+        if status != "RUNNING" or time.monotonic() > deadline:
+            return RedriveReport(
+                "StartMessageMoveTask",
+                moved=int(latest.get("ApproximateNumberOfMessagesMoved", 0)),
+                to_move=int(latest.get("ApproximateNumberOfMessagesToMove", 0)),
+                status=status,
+                failure_reason=str(latest.get("FailureReason", "")),
+            )
+        time.sleep(5.0)
+
+
+def _queue_arn(queue: BatchQueue) -> str:
+    return str(
+        queue.sqs.get_queue_attributes(QueueUrl=queue.queue_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+    )
+
+
+# --- wired to the configuration (the CLI's entry points) ------------------------------------
+
+
 def dead_letters_for(settings: Settings) -> list[DeadLetter]:
     return list_dead_letters(BatchQueue.for_settings(settings, dead_letters=True))
 
@@ -244,25 +331,25 @@ def replay_dead_letters_for(settings: Settings, batch_ids: Collection[str] = ())
     )
 
 
+def redrive_dead_letters_for(
+    settings: Settings, max_per_second: int | None = None
+) -> RedriveReport:
+    from analytics_pipeline.warehouse import open_warehouse
+
+    return redrive_dead_letters(
+        BatchQueue.for_settings(settings, dead_letters=True),
+        BatchQueue.for_settings(settings),
+        use_move_task=not is_local_endpoint(settings.aws_endpoint_url),
+        max_per_second=max_per_second,
+        loaded_batch_ids=open_warehouse(settings).loaded_batch_ids,
+    )
+
+
 def replay_quarantine_for(
     settings: Settings, reason: str, limit: int | None = None
 ) -> QuarantineReplayReport:
-    from analytics_pipeline.ingest.sinks import SqsS3Sink
     from analytics_pipeline.warehouse import open_warehouse
 
-    warehouse = open_warehouse(settings)
-    sqs = aws.client("sqs", settings)
-    sink = SqsS3Sink(
-        sqs,
-        aws.client("s3", settings),
-        sqs.get_queue_url(QueueName=settings.queue_name)["QueueUrl"],
-        settings.bucket,
-    )
-    return replay_quarantine(
-        warehouse.quarantined(reason, limit),
-        limits=Limits.from_settings(settings),
-        sink=sink,
-        bucket=settings.bucket,
-        max_message_bytes=settings.sqs_message_max_bytes,
-        mark_replayed=warehouse.mark_quarantine_replayed,
+    return replay_quarantine_into(
+        BatchQueue.for_settings(settings), open_warehouse(settings), settings, reason, limit
     )

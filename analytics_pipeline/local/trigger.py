@@ -31,6 +31,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from analytics_pipeline import aws
+from analytics_pipeline.loader.health import TriggerLagReporter
 from analytics_pipeline.local.event_source_mapping import (
     RECORD_AGE_EXCEEDED,
     RETRY_ATTEMPTS_EXHAUSTED,
@@ -231,6 +232,8 @@ class KinesisTrigger:
         self.checkpoints = CheckpointStore(
             self.settings.state_dir, self.settings.stream_name, identity
         )
+        # What the Dagster health sensor shows as the stream's iterator age (ESM's IteratorAge).
+        self.lag = TriggerLagReporter(self.settings.state_dir, self.settings.stream_name)
         self._listed_at = -_RELIST_SHARDS_SECONDS
         self._list_shards()
 
@@ -328,6 +331,8 @@ class KinesisTrigger:
 
         records = response["Records"]
         next_iterator = response.get("NextShardIterator")
+        newest = records[-1]["ApproximateArrivalTimestamp"].timestamp() if records else None
+        self.lag.saw(shard.shard_id, (time.time() - newest) * 1000 if newest else 0.0)
         if not records:
             shard.iterator = next_iterator
             shard.closed = next_iterator is None

@@ -144,26 +144,44 @@ class LoadPlan:
             results[self.kinds[batch_id]].batches += 1
             results[self.kinds[batch_id]].batches_already_loaded += 1
         for outcome in self.batches:
-            result = results[outcome.kind]
-            result.batches += 1
-            result.rows_declared += outcome.rows_declared
-            result.rows_received += outcome.rows_received
-            result.rows_inserted += outcome.rows_inserted
-            result.duplicates_skipped += outcome.duplicates_skipped
-            result.loaded_batch_ids.append(outcome.batch_id)
-        latencies = [
-            (self.loaded_at - row.sent_at).total_seconds()
-            for row in self.events
-            if row.sent_at is not None
-        ]
-        if latencies and BatchKind.EVENTS in results:
-            events = results[BatchKind.EVENTS]
-            events.seconds_from_sent_at_p50 = median(latencies)
-            events.seconds_from_sent_at_p95 = (
-                quantiles(latencies, n=20)[-1] if len(latencies) > 1 else latencies[0]
-            )
-            events.seconds_from_sent_at_max = max(latencies)
+            _count(results[outcome.kind], outcome)
+        if BatchKind.EVENTS in results:
+            _set_latencies(results[BatchKind.EVENTS], self.events, self.loaded_at)
         return results
+
+    def results_by_day(self) -> dict[tuple[BatchKind, str], LoadResult]:
+        """Per kind and day partition the load wrote to (batches are per kind and day): what
+        one materialization of that partition reports."""
+        results: dict[tuple[BatchKind, str], LoadResult] = {}
+        for outcome in self.batches:
+            _count(results.setdefault((outcome.kind, outcome.day), LoadResult()), outcome)
+        by_day: dict[str, list[EventRow]] = {}
+        for row in self.events:
+            by_day.setdefault(row.timestamp.astimezone(UTC).date().isoformat(), []).append(row)
+        for (kind, day), result in results.items():
+            if kind is BatchKind.EVENTS:
+                _set_latencies(result, by_day.get(day, []), self.loaded_at)
+        return results
+
+
+def _count(result: LoadResult, outcome: BatchOutcome) -> None:
+    result.batches += 1
+    result.rows_declared += outcome.rows_declared
+    result.rows_received += outcome.rows_received
+    result.rows_inserted += outcome.rows_inserted
+    result.duplicates_skipped += outcome.duplicates_skipped
+    result.loaded_batch_ids.append(outcome.batch_id)
+
+
+def _set_latencies(result: LoadResult, rows: Sequence[EventRow], loaded_at: datetime) -> None:
+    """Seconds from the client's `sentAt` to this load, over the rows it inserted."""
+    latencies = [(loaded_at - row.sent_at).total_seconds() for row in rows if row.sent_at]
+    if latencies:
+        result.seconds_from_sent_at_p50 = median(latencies)
+        result.seconds_from_sent_at_p95 = (
+            quantiles(latencies, n=20)[-1] if len(latencies) > 1 else latencies[0]
+        )
+        result.seconds_from_sent_at_max = max(latencies)
 
 
 @dataclass(frozen=True)

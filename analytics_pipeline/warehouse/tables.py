@@ -27,11 +27,25 @@ ALL_TABLES = (
 )
 
 
+# DuckDB's type names (as the columns declare them) -> BigQuery's.
+BIGQUERY_TYPES = {
+    "VARCHAR": "STRING",
+    "TIMESTAMP": "TIMESTAMP",
+    "JSON": "JSON",
+    "BIGINT": "INT64",
+    "DATE": "DATE",
+}
+
+
 @dataclass(frozen=True)
 class Column:
     name: str
     sql_type: str  # DuckDB's type name: VARCHAR, TIMESTAMP, JSON, BIGINT, DATE
     not_null: bool = False
+
+    @property
+    def bigquery_type(self) -> str:
+        return BIGQUERY_TYPES[self.sql_type]
 
 
 EVENT_TABLE_COLUMNS: tuple[Column, ...] = (

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import tempfile
 import threading
 import time
 import uuid
@@ -28,19 +27,10 @@ from typing import Any
 from rudderstack.analytics import Client as RudderClient
 from segment.analytics import Client as SegmentClient
 
+from analytics_pipeline_testkit.browser import chromium
+
 JS_DIR = Path(__file__).resolve().parents[1] / "js"
 ANALYTICS_JS = JS_DIR / "node_modules/@segment/analytics-next/dist/umd/index.js"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SDKS = ("segment-python", "rudder-python", "segment-node", "analytics.js")
 
 
@@ -197,30 +187,22 @@ def send_browser(
     """Load the page in headless chromium, send the calls, and keep the page open (its queue,
     batching and retries live in it) until `delivered()` says everything arrived. Returns the
     page's answer, the requests the browser made and its console messages."""
-    from playwright.sync_api import sync_playwright
-
     pages = PageServer()
     requests: list[str] = []
     console: list[str] = []
     try:
-        with tempfile.TemporaryDirectory() as profile, sync_playwright() as playwright:
-            browser = playwright.chromium.launch_persistent_context(
-                profile, executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        with chromium() as browser:
+            page = browser.new_page()
+            page.on("request", lambda r: requests.append(f"{r.method} {r.url}"))
+            page.on("console", lambda message: console.append(message.text))
+            page.goto(pages.url)
+            answer = page.evaluate(
+                "([key, url, calls, strategy]) => window.sendCalls(key, url, calls, strategy)",
+                [write_key, collector_url, [call.params() for call in calls], strategy],
             )
-            try:
-                page = browser.new_page()
-                page.on("request", lambda r: requests.append(f"{r.method} {r.url}"))
-                page.on("console", lambda message: console.append(message.text))
-                page.goto(pages.url)
-                answer = page.evaluate(
-                    "([key, url, calls, strategy]) => window.sendCalls(key, url, calls, strategy)",
-                    [write_key, collector_url, [call.params() for call in calls], strategy],
-                )
-                deadline = time.monotonic() + timeout
-                while not delivered() and time.monotonic() < deadline:
-                    page.wait_for_timeout(250)  # the page's timers run meanwhile
-            finally:
-                browser.close()
+            deadline = time.monotonic() + timeout
+            while not delivered() and time.monotonic() < deadline:
+                page.wait_for_timeout(250)  # the page's timers run meanwhile
     finally:
         pages.stop()
     return {**answer, "requests": requests, "console": console, "served": pages.paths}

@@ -261,7 +261,16 @@ def _assert_dagster_view(dagster: DagsterDev, settings: Settings, warehouse, eve
               ... on Sensors { results { name sensorState { status } } } } }"""
     )
     states = {s["name"]: s["sensorState"]["status"] for s in sensors["sensorsOrError"]["results"]}
-    assert states == {"sqs_batches_sensor": "RUNNING", "cooldown_automation": "RUNNING"}
+    assert states == dict.fromkeys(
+        (
+            "sqs_batches_sensor",
+            "cooldown_automation",
+            "queue_health_sensor",
+            "table_row_counts_sensor",
+            "run_failure_alert",
+        ),
+        "RUNNING",
+    )
 
     runs = dagster.graphql(
         "{ runsOrError(limit: 200) { ... on Runs { results { runId jobName status } } } }"

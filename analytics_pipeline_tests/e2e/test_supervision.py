@@ -22,9 +22,7 @@ from pathlib import Path
 import pytest
 
 from analytics_pipeline.loader import BatchQueue
-from analytics_pipeline.local.processes import ChildProcess
 from analytics_pipeline.local.simulator import SimulationReport, simulate
-from analytics_pipeline.local.stack import child_env
 from analytics_pipeline.settings import Settings
 from analytics_pipeline.warehouse.duckdb import DuckDBWarehouse
 from analytics_pipeline_testkit.environments import unique_settings_env
@@ -32,7 +30,7 @@ from analytics_pipeline_testkit.processes import (
     command_line,
     descendants,
     free_port,
-    server_answers,
+    start_dev,
     wait_for,
     wait_gone,
 )
@@ -40,24 +38,6 @@ from analytics_pipeline_testkit.processes import (
 pytestmark = pytest.mark.e2e
 
 SETTLE_SECONDS = 240  # a loaded 2-core box; in-flight messages come back after 20 s
-
-
-def start_dev(env: dict[str, str], log_path: Path) -> tuple[ChildProcess, int]:
-    port = free_port()
-    dev = ChildProcess(
-        "dev",
-        [sys.executable, "-m", "analytics_pipeline.cli", "dev", "--port", str(port)],
-        log_path,
-        {**child_env(Settings.from_env(env)), "DAGSTER_DISABLE_TELEMETRY": "1"},
-    ).start()
-
-    def ready() -> bool:
-        if not dev.alive():
-            raise AssertionError(f"dev exited:\n{dev.tail()}")
-        return server_answers(f"http://127.0.0.1:{port}")
-
-    wait_for(ready, timeout=180, interval=1, what="analytics-pipeline dev")
-    return dev, port
 
 
 def cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -13,8 +13,9 @@ from analytics_pipeline.settings import Settings
 SNAPSHOT = Path(__file__).with_name("asset_specs.snapshot.json")
 
 
-def _definitions() -> dg.Definitions:
-    return build_definitions(Settings.from_env({}))
+def _definitions(**env: str) -> dg.Definitions:
+    # A fixed start: the snapshot must not depend on the day (nor write a state file).
+    return build_definitions(Settings.from_env({"ANALYTICS_PARTITION_START": "2026-11-01", **env}))
 
 
 def _spec_snapshot(defs: dg.Definitions) -> dict[str, dict]:
@@ -23,6 +24,8 @@ def _spec_snapshot(defs: dg.Definitions) -> dict[str, dict]:
     for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
         node = graph.get(key)
         condition = node.automation_condition
+        metadata = node.metadata
+        schema = metadata.get("dagster/column_schema")
         snapshot[key.to_user_string()] = {
             "deps": sorted(dep.to_user_string() for dep in node.parent_keys),
             "group": node.group_name,
@@ -33,6 +36,9 @@ def _spec_snapshot(defs: dg.Definitions) -> dict[str, dict]:
             "is_external": not node.is_materializable,
             "owners": list(node.owners),
             "tags": dict(node.tags),
+            "metadata_keys": sorted(metadata),
+            "table_name": metadata.get("dagster/table_name"),
+            "columns": [column.name for column in schema.columns] if schema else None,
         }
     return snapshot
 
@@ -65,7 +71,13 @@ def test_lineage_runs_stream_queue_events_aggregates() -> None:
 def test_sensors_start_running() -> None:
     defs = _definitions()
     sensors = {sensor.name: sensor for sensor in defs.sensors or []}
-    assert set(sensors) == {"sqs_batches_sensor", "cooldown_automation"}
+    assert set(sensors) == {
+        "sqs_batches_sensor",
+        "cooldown_automation",
+        "queue_health_sensor",
+        "table_row_counts_sensor",
+        "run_failure_alert",
+    }
     for sensor in sensors.values():
         assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
 

@@ -20,7 +20,10 @@ from analytics_pipeline_testkit.traffic import put_mixed_traffic
 
 
 def test_a_loop_run_loads_reports_and_succeeds(new_pipeline: Callable[..., Settings]) -> None:
-    settings = new_pipeline()
+    # The traffic has yesterday's events: a partition only from this start (unset, the
+    # partitions would start today, the day this state folder first saw the code location).
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    settings = new_pipeline(ANALYTICS_PARTITION_START=yesterday.isoformat())
     traffic = put_mixed_traffic(settings, blobs=4)
     KinesisTrigger(settings).run_until_idle(timeout=60)
     job = build_definitions(settings).resolve_job_def(LOOP_JOB_NAME)

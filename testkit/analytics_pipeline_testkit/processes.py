@@ -116,6 +116,28 @@ def running_stack(settings: Settings) -> Iterator[tuple[ChildProcess, DagsterDev
         trigger.stop()
 
 
+def start_dev(
+    env: dict[str, str], log_path: Path, timeout: float = 180
+) -> tuple[ChildProcess, int]:
+    """`analytics-pipeline dev` (as a user starts it) on a free UI port, once the UI answers;
+    the caller stops it (`.stop()` ends its process group: everything dev started)."""
+    port = free_port()
+    dev = ChildProcess(
+        "dev",
+        [sys.executable, "-m", "analytics_pipeline.cli", "dev", "--port", str(port)],
+        log_path,
+        {**child_env(Settings.from_env(env)), "DAGSTER_DISABLE_TELEMETRY": "1"},
+    ).start()
+
+    def ready() -> bool:
+        if not dev.alive():
+            raise AssertionError(f"dev exited:\n{dev.tail()}")
+        return server_answers(f"http://127.0.0.1:{port}")
+
+    wait_for(ready, timeout=timeout, interval=1, what="analytics-pipeline dev")
+    return dev, port
+
+
 class CollectorServer(ChildProcess):
     """`analytics-pipeline collector` (uvicorn on 127.0.0.1, the settings' collector port)."""
 

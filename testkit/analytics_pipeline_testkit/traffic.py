@@ -161,3 +161,51 @@ def read_blobs(settings: Settings) -> list[dict[str, Any]]:
         decode_blob(record.data)
         for record in read_stream(aws.client("kinesis", settings), settings.stream_name)
     ]
+
+
+@dataclass(frozen=True)
+class OversizeBatch:
+    """An oversize batch as the Lambda sends it (an SQS pointer to an S3 body), sent with its
+    body missing: a poison batch whose cause an operator can fix (`restore_body`)."""
+
+    batch_id: str
+    key: str
+    body: bytes
+    message_ids: list[str]
+
+    def restore_body(self, settings: Settings) -> None:
+        aws.client("s3", settings).put_object(Bucket=settings.bucket, Key=self.key, Body=self.body)
+
+
+def send_batch_without_body(settings: Settings, events: int = 3) -> OversizeBatch:
+    """Send the pointer message of a fresh batch of today's events; its S3 object is absent."""
+    from analytics_pipeline.ingest.packing import compress_batch
+
+    now = datetime.now(UTC)
+    day = now.date().isoformat()
+    rows = [
+        EventRow(
+            message_id=f"poison-{uuid.uuid4().hex[:12]}",
+            type="track",
+            event="Video Recorded",
+            anonymous_id="a-poison",
+            timestamp=now,
+            original_timestamp=now,
+            sent_at=now,
+            received_at=now,
+        )
+        for _ in range(events)
+    ]
+    ids = [row.message_id for row in rows]
+    batch_id = batches.batch_id_for(BatchKind.EVENTS, day, ids)
+    key = batches.s3_key(BatchKind.EVENTS, day, batch_id)
+    header = BatchHeader(
+        batch_id, BatchKind.EVENTS, day, len(rows), iso(now), iso(now), batches.Payload.S3
+    )
+    sqs = aws.client("sqs", settings)
+    sqs.send_message(
+        QueueUrl=sqs.get_queue_url(QueueName=settings.queue_name)["QueueUrl"],
+        MessageBody=batches.s3_pointer_body(settings.bucket, key),
+        MessageAttributes=header.to_message_attributes(),
+    )
+    return OversizeBatch(batch_id, key, compress_batch(batches.encode_rows(rows)), ids)

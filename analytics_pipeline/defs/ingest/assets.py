@@ -12,58 +12,95 @@ from typing import Any
 
 import dagster as dg
 
+from analytics_pipeline.client.sender import KinesisSender
 from analytics_pipeline.contract.batches import BatchKind
+from analytics_pipeline.defs.catalogue import (
+    code_reference,
+    owners,
+    table_kinds,
+    table_metadata,
+)
+from analytics_pipeline.defs.ingest.keys import (
+    COUNTS_RECONCILE_CHECK,
+    EVENTS,
+    EVENTS_QUARANTINE,
+    KINESIS_STREAM,
+    QUARANTINE_RATE_CHECK,
+    SQS_BATCH_QUEUE,
+)
+from analytics_pipeline.defs.ingest.quarantine_rate import (
+    QUARANTINE_RATE_DESCRIPTION,
+    RejectionWindow,
+)
 from analytics_pipeline.defs.policies import WAREHOUSE_RETRY_POLICY
 from analytics_pipeline.defs.resources import BatchQueueResource, WarehouseResource
-from analytics_pipeline.loader import LoadOutcome
+from analytics_pipeline.ingest.handler import process_event
+from analytics_pipeline.loader import Loader, LoadOutcome
 from analytics_pipeline.loader.loop import open_loader, run_loop
+from analytics_pipeline.loader.plan import plan_load
 from analytics_pipeline.loader.store import StoreBusyError
 from analytics_pipeline.settings import Settings
 from analytics_pipeline.warehouse.base import LoadResult
+from analytics_pipeline.warehouse.tables import EVENTS_TABLE, QUARANTINE_TABLE
 
-KINESIS_STREAM = dg.AssetKey("kinesis_stream")
-SQS_BATCH_QUEUE = dg.AssetKey("sqs_batch_queue")
-EVENTS = dg.AssetKey("events")
-EVENTS_QUARANTINE = dg.AssetKey("events_quarantine")
-DAILY_EVENT_COUNTS = dg.AssetKey("daily_event_counts")
-DAILY_ACTIVE_USERS = dg.AssetKey("daily_active_users")
 KIND_BY_ASSET = {EVENTS: BatchKind.EVENTS, EVENTS_QUARANTINE: BatchKind.QUARANTINE}
 ASSET_BY_KIND = {kind: key for key, kind in KIND_BY_ASSET.items()}
 
-COUNTS_RECONCILE_CHECK = "counts_reconcile"
 DRAIN_TIMEOUT_SECONDS = 300.0  # an on-demand run waits this long for the queue to empty
 
 
 def external_assets(settings: Settings) -> list[dg.AssetSpec]:
+    """The stream and the queue: Dagster observes them (the health sensor), never writes them."""
     return [
         dg.AssetSpec(
             KINESIS_STREAM,
             group_name="ingest",
             kinds={"kinesis"},
-            description="Client blobs (gzip JSON batches of events), one Kinesis record each.",
-            metadata={"stream_name": settings.stream_name},
+            owners=owners(settings),
+            description="Client blobs (gzip JSON batches of events), one Kinesis record each. "
+            "Observed every ANALYTICS_HEALTH_INTERVAL_SECONDS: `iterator_age_seconds` is how far "
+            "behind the newest record the Lambda's trigger reads (rising: the Lambda cannot keep "
+            "up, or it fails and retries a batch).",
+            metadata={
+                "stream_name": settings.stream_name,
+                "dagster/uri": f"kinesis://{settings.aws_region}/{settings.stream_name}",
+                "dagster/code_references": code_reference(KinesisSender.send),
+            },
         ),
         dg.AssetSpec(
             SQS_BATCH_QUEUE,
             deps=[KINESIS_STREAM],
             group_name="ingest",
             kinds={"sqs", "lambda"},
+            owners=owners(settings),
             description="Validated, deduplicated, compressed batches written by the Lambda "
-            "(rejected events travel as quarantine batches).",
-            metadata={"queue_name": settings.queue_name, "dead_letter_queue": settings.dlq_name},
+            "(rejected events travel as quarantine batches). Observed every "
+            "ANALYTICS_HEALTH_INTERVAL_SECONDS: `waiting` (visible + in flight), "
+            "`dead_letters`, and on AWS the age of the oldest message.",
+            metadata={
+                "queue_name": settings.queue_name,
+                "dead_letter_queue": settings.dlq_name,
+                "dagster/uri": f"sqs://{settings.aws_region}/{settings.queue_name}",
+                "dagster/code_references": code_reference(process_event),
+            },
         ),
     ]
 
 
 def load_metadata(
-    result: LoadResult, quarantined: LoadResult, outcome: LoadOutcome | None = None
+    result: LoadResult,
+    rejected: int,
+    *,
+    bytes_loaded: int | None = None,
+    load_seconds: float | None = None,
 ) -> dict[str, float | int]:
-    """What one load did, as materialization metadata (numbers, so the UI plots them)."""
+    """What one load did to one partition, as materialization metadata (numbers, so the UI
+    plots them); `rejected`: the rows the same load quarantined for that day."""
     metadata: dict[str, float | int] = {
         "rows_loaded": result.rows_inserted,
         "duplicates_skipped": result.duplicates_skipped,
         "rows_declared": result.rows_declared,
-        "rejected": quarantined.rows_received,
+        "rejected": rejected,
         "batches": result.batches,
         "batches_already_loaded": result.batches_already_loaded,
         "batches_failed": len(result.failed_batch_ids),
@@ -72,9 +109,10 @@ def load_metadata(
         value = getattr(result, f"seconds_from_sent_at_{name}")
         if value is not None:
             metadata[f"seconds_from_sent_at_{name}"] = round(value, 3)
-    if outcome is not None:
-        metadata["bytes"] = outcome.bytes
-        metadata["load_seconds"] = round(outcome.seconds, 3)
+    if bytes_loaded is not None:
+        metadata["bytes"] = bytes_loaded
+    if load_seconds is not None:
+        metadata["load_seconds"] = round(load_seconds, 3)
     return metadata
 
 
@@ -88,17 +126,30 @@ def load_batches_asset(
                 EVENTS,
                 deps=[SQS_BATCH_QUEUE],
                 group_name="warehouse",
-                kinds={settings.warehouse},
-                description="Every valid event exactly once, by UTC day of `timestamp`.",
+                kinds=table_kinds(settings),
+                owners=owners(settings),
+                description="Every valid event exactly once, by UTC day of `timestamp`. Each "
+                "load is one more materialization of the days it wrote, with its numbers "
+                "(rows_loaded, duplicates_skipped, rejected, bytes, seconds_from_sent_at_p50/"
+                "p95): the Plots tab shows them over time.",
+                metadata={
+                    **table_metadata(settings, EVENTS_TABLE),
+                    "dagster/code_references": code_reference(run_loop, Loader.load, plan_load),
+                },
                 skippable=True,
             ),
             dg.AssetSpec(
                 EVENTS_QUARANTINE,
                 deps=[SQS_BATCH_QUEUE],
                 group_name="warehouse",
-                kinds={settings.warehouse},
+                kinds=table_kinds(settings),
+                owners=owners(settings),
                 description="Rejected events and blobs with a machine-readable reason, by UTC day "
-                "of receipt.",
+                "of receipt. `quarantine_replay_job` parses a reason's rows again after a fix.",
+                metadata={
+                    **table_metadata(settings, QUARANTINE_TABLE),
+                    "dagster/code_references": code_reference(run_loop, Loader.load),
+                },
                 skippable=True,
             ),
         ],
@@ -106,7 +157,15 @@ def load_batches_asset(
             dg.AssetCheckSpec(
                 COUNTS_RECONCILE_CHECK,
                 asset=EVENTS,
-                description="Rows the batches declared = rows inserted + duplicates skipped.",
+                description="Per load and day: the rows the Lambda declared = rows inserted + "
+                "duplicates skipped. Fails when a batch failed to load (it stays in SQS, is "
+                "retried, and after ANALYTICS_QUEUE_MAX_RECEIVES receives waits in the "
+                "dead-letter queue: see `dead_letter_queue_empty`) or rows went missing.",
+            ),
+            dg.AssetCheckSpec(
+                QUARANTINE_RATE_CHECK,
+                asset=EVENTS_QUARANTINE,
+                description=QUARANTINE_RATE_DESCRIPTION,
             ),
         ],
         partitions_def=partitions_def,
@@ -136,24 +195,35 @@ def load_batches_asset(
             deadline = time.monotonic() + DRAIN_TIMEOUT_SECONDS
             while any(queue.depth().values()) and time.monotonic() < deadline:
                 time.sleep(1.0)
-        quarantined = total.result(BatchKind.QUARANTINE)
+        day = context.partition_key
+        selected_checks = context.selected_asset_check_keys
         for key in sorted(context.selected_asset_keys, key=lambda k: k.to_user_string()):
-            result = total.result(KIND_BY_ASSET[key])
+            kind = KIND_BY_ASSET[key]
+            result = total.day_result(kind, day)
             checks = []
-            if key == EVENTS and dg.AssetCheckKey(EVENTS, COUNTS_RECONCILE_CHECK) in (
-                context.selected_asset_check_keys
-            ):
+            reconcile_check = dg.AssetCheckKey(EVENTS, COUNTS_RECONCILE_CHECK)
+            if reconcile_check in selected_checks and key == EVENTS:
                 checks.append(
                     dg.AssetCheckResult(
                         asset_key=EVENTS,
                         check_name=COUNTS_RECONCILE_CHECK,
-                        passed=result.reconciles,
+                        passed=result.reconciles and not result.failed_batch_ids,
                         metadata={"rows_declared": result.rows_declared},
                     )
                 )
+            rate_check = dg.AssetCheckKey(EVENTS_QUARANTINE, QUARANTINE_RATE_CHECK)
+            if rate_check in selected_checks and key == EVENTS_QUARANTINE:
+                window = RejectionWindow.from_settings(settings)
+                window.add(total)
+                checks.append(window.result())
             yield dg.MaterializeResult(
                 asset_key=key,
-                metadata=load_metadata(result, quarantined, total),
+                metadata=load_metadata(
+                    result,
+                    total.day_result(BatchKind.QUARANTINE, day).rows_received,
+                    bytes_loaded=total.bytes_by_day[(kind, day)],
+                    load_seconds=total.seconds,
+                ),
                 check_results=checks,
             )
         failed = sorted(b for result in total.results.values() for b in result.failed_batch_ids)

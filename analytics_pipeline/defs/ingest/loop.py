@@ -20,14 +20,14 @@ import dagster as dg
 from pydantic import Field
 
 from analytics_pipeline.contract.batches import BatchKind
-from analytics_pipeline.defs.ingest.assets import (
-    ASSET_BY_KIND,
+from analytics_pipeline.defs.ingest.assets import ASSET_BY_KIND, load_metadata
+from analytics_pipeline.defs.ingest.keys import (
     COUNTS_RECONCILE_CHECK,
     DAILY_ACTIVE_USERS,
     DAILY_EVENT_COUNTS,
     EVENTS,
-    load_metadata,
 )
+from analytics_pipeline.defs.ingest.quarantine_rate import RejectionWindow
 from analytics_pipeline.defs.policies import WAREHOUSE_RETRY_POLICY
 from analytics_pipeline.defs.resources import BatchQueueResource, WarehouseResource
 from analytics_pipeline.loader import LoadOutcome
@@ -53,13 +53,18 @@ class LoopConfig(dg.Config):
 def materializations(
     outcome: LoadOutcome, partition_keys: set[str]
 ) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
-    """The events of one load: a materialization per asset and day it changed (days that are
-    not partitions are loaded all the same, only not reported), a check evaluation per day."""
-    quarantine = outcome.result(BatchKind.QUARANTINE)
+    """The events of one load: a materialization per asset and day it changed, with what the
+    load did to that day (days that are not partitions are loaded all the same, only not
+    reported), and a `counts_reconcile` evaluation per day."""
     for kind in (BatchKind.EVENTS, BatchKind.QUARANTINE):
-        result = outcome.result(kind)
-        metadata = load_metadata(result, quarantine, outcome)
         for day in sorted(outcome.days.get(kind, set()) & partition_keys):
+            result = outcome.day_result(kind, day)
+            metadata = load_metadata(
+                result,
+                outcome.day_result(BatchKind.QUARANTINE, day).rows_received,
+                bytes_loaded=outcome.bytes_by_day[(kind, day)],
+                load_seconds=outcome.seconds,
+            )
             yield dg.AssetMaterialization(ASSET_BY_KIND[kind], partition=day, metadata=metadata)
             if kind is BatchKind.EVENTS:
                 yield dg.AssetCheckEvaluation(
@@ -95,6 +100,7 @@ def loop_job(settings: Settings, partitions_def: dg.PartitionsDefinition) -> dg.
     ) -> Iterator[Any]:
         seconds = config.seconds or settings.loop_seconds
         partition_keys = set(partitions_def.get_partition_keys())
+        rejections = RejectionWindow.from_settings(settings)
         # From the run's start, so that an op retry does not outlive the run's max runtime.
         record = context.instance.get_run_record_by_id(context.run_id)
         started = (record.start_time if record else None) or time.time()
@@ -112,6 +118,10 @@ def loop_job(settings: Settings, partitions_def: dg.PartitionsDefinition) -> dg.
                 remaining = seconds - (time.time() - started)
                 for outcome in run_loop(loader, settings, seconds=max(remaining, 0)):
                     yield from materializations(outcome, partition_keys)
+                    rejections.add(outcome)
+                    evaluation = rejections.evaluation_due()
+                    if evaluation is not None:
+                        yield evaluation
         except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt) as interrupted:
             # Dagster's RetryPolicy retries an interrupted op: a terminated loop run (Terminate
             # in the UI, run monitoring's max runtime) would go on loading. The store is closed

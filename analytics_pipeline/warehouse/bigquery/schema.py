@@ -25,14 +25,6 @@ from analytics_pipeline.warehouse.tables import (
     TableLayout,
 )
 
-_BIGQUERY_TYPES = {
-    "VARCHAR": "STRING",
-    "TIMESTAMP": "TIMESTAMP",
-    "JSON": "JSON",
-    "BIGINT": "INT64",
-    "DATE": "DATE",
-}
-
 DELTA_TABLES: dict[str, tuple[tuple[Column, ...], TableLayout]] = {
     EVENT_COUNT_DELTAS_TABLE: (EVENT_COUNT_DELTAS_COLUMNS, TableLayout("day", ("type", "event"))),
     ACTIVE_USERS_DELTAS_TABLE: (ACTIVE_USERS_DELTAS_COLUMNS, TableLayout("day")),
@@ -54,15 +46,11 @@ AGGREGATE_VIEWS: dict[str, tuple[str, str]] = {
 }
 
 
-def bigquery_type(column: Column) -> str:
-    return _BIGQUERY_TYPES[column.sql_type]
-
-
 def schema_fields(columns: Iterable[Column]) -> list[bigquery.SchemaField]:
     # REQUIRED only where the table says NOT NULL; additive changes add NULLABLE columns.
     return [
         bigquery.SchemaField(
-            column.name, bigquery_type(column), mode="REQUIRED" if column.not_null else "NULLABLE"
+            column.name, column.bigquery_type, mode="REQUIRED" if column.not_null else "NULLABLE"
         )
         for column in columns
     ]
@@ -128,11 +116,11 @@ def ensure_table(
             for column in missing:
                 client.query(
                     f"ALTER TABLE `{table_id}` ADD COLUMN IF NOT EXISTS "
-                    f"`{column.name}` {bigquery_type(column)}"
+                    f"`{column.name}` {column.bigquery_type}"
                 ).result()
         existing.schema = [
             *existing.schema,
-            *(bigquery.SchemaField(c.name, bigquery_type(c)) for c in missing),
+            *(bigquery.SchemaField(c.name, c.bigquery_type) for c in missing),
         ]
         client.update_table(existing, ["schema"])
     return False

@@ -25,7 +25,6 @@ from google.api_core import exceptions as google_exceptions
 from google.cloud.bigquery_storage_v1 import BigQueryWriteClient, types
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from analytics_pipeline.warehouse.bigquery.schema import bigquery_type
 from analytics_pipeline.warehouse.bigquery.sql import days, micros
 from analytics_pipeline.warehouse.tables import Column
 
@@ -69,7 +68,7 @@ class RowMessages:
 def table_messages(table: str, columns: tuple[Column, ...]) -> RowMessages:
     """The proto message type of a table's rows (JSON columns travel as text)."""
     fields = tuple(
-        (column.name, "STRING" if column.sql_type == "JSON" else bigquery_type(column))
+        (column.name, "STRING" if column.sql_type == "JSON" else column.bigquery_type)
         for column in columns
     )
     return RowMessages("".join(part.title() for part in table.split("_")) + "Row", fields)
