@@ -31,7 +31,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from analytics_pipeline import aws
-from analytics_pipeline.loader.health import TriggerLagReporter
+from analytics_pipeline.ingest.iterator_age import TriggerLagReporter
 from analytics_pipeline.local.event_source_mapping import (
     RECORD_AGE_EXCEEDED,
     RETRY_ATTEMPTS_EXHAUSTED,

@@ -29,13 +29,12 @@ from analytics_pipeline.defs.ingest.keys import (
     SQS_BATCH_QUEUE,
 )
 from analytics_pipeline.defs.resources import BatchQueueResource, WarehouseResource
+from analytics_pipeline.ingest.iterator_age import TriggerLag, read_trigger_lag
 from analytics_pipeline.loader.health import (
     CloudWatchAges,
     QueueDepths,
-    TriggerLag,
     cloudwatch_ages,
     queue_depths,
-    read_trigger_lag,
 )
 from analytics_pipeline.settings import Settings
 from analytics_pipeline.warehouse.tables import (
