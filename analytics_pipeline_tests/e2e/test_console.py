@@ -60,11 +60,6 @@ class Console:
     def open(self, path: str) -> Any:
         page = self.browser.new_page()
         page.set_default_timeout(UI_TIMEOUT_MS)
-        # A fresh profile is first asked to join Dagster's community: skipped whenever it shows.
-        page.add_locator_handler(
-            page.get_by_text("Join the Dagster community"),
-            lambda: page.get_by_role("button", name="Skip").click(),
-        )
         page.goto(self.url + path)
         return page
 
