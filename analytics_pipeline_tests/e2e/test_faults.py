@@ -520,7 +520,10 @@ def settle(
             if event["__typename"] == "AssetCheckEvaluationEvent"
             and event["evaluation"]["checkName"] == COUNTS_RECONCILE_CHECK
         ]
-        assert checks and all(checks), checks
+        # A killed loop's last load may go unreported: it was committed and recorded, its
+        # events never written (the process died before it yielded), and the next loop finds
+        # its batches in the store's ledger.
+        assert all(checks) and (checks or loop_killed), checks
     if not loop_killed:  # the sensor fails a loop run only when its process is gone
         marked = [event for event in log if SENSOR_MARKED_DEAD in event.get("message", "")]
         assert not marked, marked
