@@ -130,20 +130,7 @@ def _decode_event_text_times(raw: msgspec.Raw) -> WireEvent:
                 Reason.INVALID_TIMESTAMP,
                 f"not an ISO 8601 timestamp: {clip(value)!r} - at `$.{wire_name}`",
             ) from None
-    return WireEvent(
-        type=text_wire.type,
-        event=text_wire.event,
-        name=text_wire.name,
-        message_id=text_wire.message_id,
-        user_id=text_wire.user_id,
-        anonymous_id=text_wire.anonymous_id,
-        group_id=text_wire.group_id,
-        previous_id=text_wire.previous_id,
-        properties=text_wire.properties,
-        traits=text_wire.traits,
-        context=text_wire.context,
-        **parsed,
-    )
+    return WireEvent(**{**msgspec.structs.asdict(text_wire), **parsed})
 
 
 def event_row(wire: WireEvent, blob: BlobState) -> EventRow:

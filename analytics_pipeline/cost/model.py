@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict
-from typing import Any
 
+from analytics_pipeline.cost.bigquery import add_bigquery_items
+from analytics_pipeline.cost.bill import Bill, any_of, money, qty
 from analytics_pipeline.cost.health import health_items
 from analytics_pipeline.cost.prices import (
-    BIGQUERY_MIN_BYTES_PER_TABLE,
     DAYS_PER_MONTH,
     FREE_TIERS,
     GIB,
@@ -33,13 +33,11 @@ from analytics_pipeline.cost.prices import (
     PRICES,
     SECONDS_PER_MONTH,
     SQS_BILLING_CHUNK_BYTES,
-    TIB,
 )
 from analytics_pipeline.cost.sizes import MeasuredSizes
 from analytics_pipeline.cost.terms import (
     Assumptions,
     Estimate,
-    Item,
     PipelineParameters,
     assumption_docs,
     round6,
@@ -95,7 +93,7 @@ def estimate(
     )
 
 
-class _Bill:
+class _Bill(Bill):
     """One estimate's working: items in the order of the data's path, and derived figures."""
 
     def __init__(
@@ -106,19 +104,17 @@ class _Bill:
         sizes: MeasuredSizes,
         assume: Assumptions,
     ) -> None:
-        self.events, self.pipeline, self.sizes, self.assume = events, pipeline, sizes, assume
+        super().__init__(events, pipeline, sizes, assume)
         self.warehouse = warehouse
-        self.items: list[Item] = []
-        self.derived: dict[str, Any] = {}
         self._kinesis()
         self._lambda()
         self._sqs()
         self._s3()
         self._transfer(warehouse)
         if warehouse == "bigquery":
-            self._bigquery()
+            add_bigquery_items(self)
         else:
-            self._add(
+            self.add(
                 "Warehouse: DuckDB",
                 0.0,
                 "DuckDB runs on the loader host: in hosts_monthly_usd; the duplicate check and "
@@ -126,29 +122,6 @@ class _Bill:
                 "host",
             )
         self._loader_store()
-
-    def _add(self, item: str, usd: float, arithmetic: str, vendor: str) -> None:
-        self.items.append(Item(item, usd, arithmetic, vendor))
-
-    def _free(
-        self, item: str, tier: str, used: float, unit_usd: float, vendor: str, covers: int = 1
-    ) -> None:
-        """A free tier as its own negative item: min(used, free) units at `unit_usd` each, for
-        the `covers` items just added."""
-        if not self.assume.free_tiers:
-            return
-        free = FREE_TIERS[tier]
-        usd = -min(used, free.usd) * unit_usd
-        self.items.append(
-            Item(
-                item,
-                usd,
-                f"-min({_n(used)}, {_n(free.usd)} free) {free.per} x ${unit_usd:.4g} = "
-                f"-${_money(-usd)}",
-                vendor,
-                covers,
-            )
-        )
 
     # --- AWS -------------------------------------------------------------------------------
 
@@ -170,15 +143,15 @@ class _Bill:
                 "Kinesis shard-hours (provisioned)",
                 shards * HOURS_PER_MONTH * hour.usd,
                 f"{shards} shard(s) x {HOURS_PER_MONTH} h x ${hour.usd}; sized for the peak: "
-                f"{_n(records)} records of {_n(s.blob_bytes)} B ({a.events_per_blob} events) = "
-                f"{_n(avg_bytes / 1e3)} kB/s and {_n(avg_records)} records/s on average, x "
-                f"{a.peak_to_average:g} = {_n(peak_bytes / 1e3)} kB/s, {_n(peak_records)} "
+                f"{qty(records)} records of {qty(s.blob_bytes)} B ({a.events_per_blob} events) = "
+                f"{qty(avg_bytes / 1e3)} kB/s and {qty(avg_records)} records/s on average, x "
+                f"{a.peak_to_average:g} = {qty(peak_bytes / 1e3)} kB/s, {qty(peak_records)} "
                 f"records/s (a shard takes 1 MiB/s and 1,000 records/s)",
             ),
             (
                 "Kinesis PUT payload units",
                 records * units_per_record * units.usd / 1e6,
-                f"{_n(records)} records x {units_per_record} unit(s) of 25 KiB x ${units.usd}/M",
+                f"{qty(records)} records x {units_per_record} unit(s) of 25 KiB x ${units.usd}/M",
             ),
             self._retention(
                 "Kinesis extended retention (provisioned)",
@@ -206,20 +179,20 @@ class _Bill:
             (
                 "Kinesis on-demand data in",
                 in_gib * data_in.usd,
-                f"{_n(records)} records x {rounded} KiB (rounded up) = {_n(in_gib)} GiB x "
+                f"{qty(records)} records x {rounded} KiB (rounded up) = {qty(in_gib)} GiB x "
                 f"${data_in.usd} (unverified price)",
             ),
             (
                 "Kinesis on-demand data out (read once, by the Lambda)",
                 out_gib * data_out.usd,
-                f"{_n(records)} x {_n(s.blob_bytes)} B = {_n(out_gib)} GiB x ${data_out.usd} "
+                f"{qty(records)} x {qty(s.blob_bytes)} B = {qty(out_gib)} GiB x ${data_out.usd} "
                 "(unverified price)",
             ),
             self._retention(
                 "Kinesis extended retention (on-demand)",
                 in_gib * retained_share * on_demand_retention.usd,
-                f"{_n(in_gib)} GiB a month x ({a.kinesis_retention_hours} - 24) h / "
-                f"{HOURS_PER_MONTH} h = {_n(in_gib * retained_share)} GiB-month x "
+                f"{qty(in_gib)} GiB a month x ({a.kinesis_retention_hours} - 24) h / "
+                f"{HOURS_PER_MONTH} h = {qty(in_gib * retained_share)} GiB-month x "
                 f"${on_demand_retention.usd} (unverified price)",
             ),
         ]
@@ -236,9 +209,9 @@ class _Bill:
             if index == 0:
                 arithmetic += (
                     f"; {mode} is the cheaper mode here: {other_mode} would be "
-                    f"${_money(sum(u for _, u, _ in other))}/month"
+                    f"${money(sum(u for _, u, _ in other))}/month"
                 )
-            self._add(name, usd, arithmetic, "AWS")
+            self.add(name, usd, arithmetic, "AWS")
         self.shards, self.records = shards, records
         self.derived.update(
             kinesis_mode=mode,
@@ -276,32 +249,32 @@ class _Bill:
             PRICES["lambda_requests"],
             PRICES[f"lambda_gb_second_{a.lambda_architecture}"],
         )
-        self._add(
+        self.add(
             "Lambda requests",
             invocations * requests.usd / 1e6,
-            f"{_n(invocations)} invocations x ${requests.usd}/M: {self.shards} shard(s) x "
-            f"{_n(SECONDS_PER_MONTH)} s x P(a record in the second) {busy_share:.4f} "
-            f"({_n(per_shard_second)} records per shard-second, Poisson; at most "
+            f"{qty(invocations)} invocations x ${requests.usd}/M: {self.shards} shard(s) x "
+            f"{qty(SECONDS_PER_MONTH)} s x P(a record in the second) {busy_share:.4f} "
+            f"({qty(per_shard_second)} records per shard-second, Poisson; at most "
             f"{p.trigger_batch_size} records per invocation)",
             "AWS",
         )
-        self._free(
+        self.free(
             "Lambda requests: monthly free tier",
             "lambda_requests",
             invocations,
             requests.usd / 1e6,
             "AWS",
         )
-        self._add(
+        self.add(
             f"Lambda duration ({a.lambda_architecture})",
             gb_seconds * duration.usd,
-            f"{_n(invocations)} x {ms} ms ({a.lambda_fixed_ms:g} ms fixed + "
-            f"{_n(events_per_invocation)} events / ({_n(a.handler_events_per_second)} events/s "
+            f"{qty(invocations)} x {ms} ms ({a.lambda_fixed_ms:g} ms fixed + "
+            f"{qty(events_per_invocation)} events / ({qty(a.handler_events_per_second)} events/s "
             f"on a core x min(1, {a.lambda_memory_mb} / {FULL_VCPU_MB} MB))) x {gb:.3f} GB = "
-            f"{_n(gb_seconds)} GB-s x ${duration.usd}",
+            f"{qty(gb_seconds)} GB-s x ${duration.usd}",
             "AWS",
         )
-        self._free(
+        self.free(
             "Lambda duration: monthly free tier",
             "lambda_gb_seconds",
             gb_seconds,
@@ -320,10 +293,10 @@ class _Bill:
         epi = self.events_per_invocation
         # The Lambda sends to each queue that got events (keys split by hash over the queues)
         # one SendMessageBatch with one batch per (kind, day) present.
-        queues_hit = a.queues * _any_of(epi, 1 / a.queues)
+        queues_hit = a.queues * any_of(epi, 1 / a.queues)
         per_send = epi / queues_hit  # events
-        p_late = _any_of(per_send, a.late_event_share)  # a late event among them
-        p_rejected = _any_of(per_send, a.rejected_share)
+        p_late = any_of(per_send, a.late_event_share)  # a late event among them
+        p_rejected = any_of(per_send, a.rejected_share)
         messages = 1 + p_late + p_rejected
         events_message = per_send * (1 - a.late_event_share) * s.sqs_body_bytes_per_event
         events_message += s.sqs_attribute_bytes_per_message
@@ -343,15 +316,15 @@ class _Bill:
         self.batch_sends = self.invocations * queues_hit
         sends = self.batch_sends * chunks
         price = PRICES["sqs_requests"]
-        self._add(
+        self.add(
             "SQS SendMessageBatch (Lambda)",
             sends * price.usd / 1e6,
-            f"{_n(self.invocations)} invocations x {_n(queues_hit)} queue(s) x {chunks} "
-            f"request(s) of 64 KiB: {_n(messages)} message(s) ({_n(per_send)} events x "
-            f"{_n(s.sqs_body_bytes_per_event)} B base64 gzip NDJSON + "
-            f"{_n(s.sqs_attribute_bytes_per_message)} B of attributes a message"
+            f"{qty(self.invocations)} invocations x {qty(queues_hit)} queue(s) x {chunks} "
+            f"request(s) of 64 KiB: {qty(messages)} message(s) ({qty(per_send)} events x "
+            f"{qty(s.sqs_body_bytes_per_event)} B base64 gzip NDJSON + "
+            f"{qty(s.sqs_attribute_bytes_per_message)} B of attributes a message"
             f"{'; oversize: the body is an S3 pointer' if self.oversize else ''}) = "
-            f"{_n(send_bytes)} B x ${price.usd}/M",
+            f"{qty(send_bytes)} B x ${price.usd}/M",
             "AWS",
         )
         # A load takes what one send carried (an upper bound: a busy queue packs more into one
@@ -361,7 +334,7 @@ class _Bill:
         # On BigQuery the loop spaces loads by the write streams they create (one per table:
         # events, the two delta tables, the ledger, and quarantine when a load has rejects),
         # so a busy queue makes fewer, bigger loads.
-        self.streams_per_load = 4 + _any_of(per_send, a.rejected_share)
+        self.streams_per_load = 4 + any_of(per_send, a.rejected_share)
         stream_cap = (
             p.bigquery_streams_per_hour * HOURS_PER_MONTH / self.streams_per_load * a.queues
         )
@@ -383,31 +356,32 @@ class _Bill:
             else a.queues * SECONDS_PER_MONTH / wait
         )
         receives = self.loads * (receive_chunks + closing)
-        self._add(
+        self.add(
             "SQS ReceiveMessage (loader loop)",
             (receives + empty) * price.usd / 1e6,
-            f"{_n(self.loads)} loads x ({receive_chunks} request(s) of 64 KiB for {_n(per_load)} "
-            f"message(s) + {closing} empty short poll) + {_n(empty)} empty {wait} s long polls "
-            f"({a.queues} loop(s), a = {_n(arrivals)} loads/s each: loads x e^-{wait}a / "
-            f"(1 - e^-{wait}a)) = {_n(receives + empty)} x ${price.usd}/M"
+            f"{qty(self.loads)} loads x ({receive_chunks} request(s) of 64 KiB for {qty(per_load)} "
+            f"message(s) + {closing} empty short poll) + {qty(empty)} empty {wait} s long polls "
+            f"({a.queues} loop(s), a = {qty(arrivals)} loads/s each: loads x e^-{wait}a / "
+            f"(1 - e^-{wait}a)) = {qty(receives + empty)} x ${price.usd}/M"
             + (
                 f"; loads spaced to {p.bigquery_streams_per_hour:,} BigQuery write streams an "
-                f"hour ({_n(self.streams_per_load)} a load), so one load takes {_n(packing)} sends"
+                f"hour ({qty(self.streams_per_load)} a load), so one load takes "
+                f"{qty(packing)} sends"
                 if packing > 1
                 else ""
             ),
             "AWS",
         )
         deletes = self.loads * math.ceil(per_load / p.sqs_receive_max_messages)
-        self._add(
+        self.add(
             "SQS DeleteMessageBatch (loader loop)",
             deletes * price.usd / 1e6,
-            f"{_n(self.loads)} loads x {math.ceil(per_load / p.sqs_receive_max_messages)} x "
+            f"{qty(self.loads)} loads x {math.ceil(per_load / p.sqs_receive_max_messages)} x "
             f"${price.usd}/M",
             "AWS",
         )
         total = sends + receives + empty + deletes + self._health(price.usd)
-        self._free(
+        self.free(
             "SQS requests: monthly free tier", "sqs_requests", total, price.usd / 1e6, "AWS", 4
         )
         self.send_bytes = send_bytes
@@ -433,25 +407,25 @@ class _Bill:
             p.health_interval_seconds, every, self.assume.queues, sqs_usd
         )
         for item in items:
-            self._add(*item, "AWS")
+            self.add(*item, "AWS")
         return requests
 
     def _s3(self) -> None:
         put, get = PRICES["s3_put"], PRICES["s3_get"]
         if not self.oversize:
-            self._add(
+            self.add(
                 "S3 (oversize batches only)",
                 0.0,
-                f"no batch is over {_n(self.pipeline.sqs_message_max_bytes)} B: one invocation's "
-                f"batch is {_n(self.send_bytes)} B; no staging objects any more",
+                f"no batch is over {qty(self.pipeline.sqs_message_max_bytes)} B: one invocation's "
+                f"batch is {qty(self.send_bytes)} B; no staging objects any more",
                 "AWS",
             )
             return
         objects = self.batch_sends
-        self._add(
+        self.add(
             "S3 (oversize batches only)",
             objects * (put.usd + get.usd) / 1e3,
-            f"{_n(objects)} batches over {_n(self.pipeline.sqs_message_max_bytes)} B x (PUT "
+            f"{qty(objects)} batches over {qty(self.pipeline.sqs_message_max_bytes)} B x (PUT "
             f"${put.usd} + GET ${get.usd}) / 1,000; DELETE free, storage seconds-long",
             "AWS",
         )
@@ -461,25 +435,25 @@ class _Bill:
         if not self.assume.loader_host_in_aws:
             gib = self.fetches * self.fetched_bytes / GIB
             what = (
-                f"{_n(self.fetches)} sends x {_n(self.fetched_bytes)} B (SQS messages"
+                f"{qty(self.fetches)} sends x {qty(self.fetched_bytes)} B (SQS messages"
                 f"{' and S3 batches' if self.oversize else ''} to a loader outside AWS)"
             )
         elif warehouse == "bigquery":
             gib = self.events * self.sizes.write_api_row_bytes / GIB
             what = (
-                f"{_n(self.events)} rows x {_n(self.sizes.write_api_row_bytes)} B (a loader in "
+                f"{qty(self.events)} rows x {qty(self.sizes.write_api_row_bytes)} B (a loader in "
                 "AWS writes to BigQuery)"
             )
         else:
             gib = 0.0
             what = "loader and DuckDB in the region: nothing leaves AWS"
-        self._add(
+        self.add(
             "AWS data transfer out",
             gib * price.usd,
-            f"{what} = {_n(gib)} GiB x ${price.usd} (unverified price)",
+            f"{what} = {qty(gib)} GiB x ${price.usd} (unverified price)",
             "AWS",
         )
-        self._free(
+        self.free(
             "AWS data transfer out: monthly free tier",
             "aws_data_transfer_out_gib",
             gib,
@@ -487,160 +461,17 @@ class _Bill:
             "AWS",
         )
 
-    # --- BigQuery --------------------------------------------------------------------------
-
-    def _bigquery(self) -> None:
-        s, a, p = self.sizes, self.assume, self.pipeline
-        epi = self.events_per_load
-        names = a.distinct_event_names
-        p_late = _any_of(epi, a.late_event_share)
-        counts_rows = names * _any_of(epi * (1 - a.late_event_share), 1 / names)  # distinct
-        counts_rows += p_late  # a late day's few events: about one row
-        users_rows = 1 + p_late
-        delta_bytes = (
-            counts_rows * s.event_counts_delta_row_bytes
-            + users_rows * s.active_users_delta_row_bytes
-        )
-        events_bytes = self.events * s.write_api_row_bytes
-        quarantine_bytes = self.events * a.rejected_share * s.quarantine_row_bytes
-        deltas = self.loads * delta_bytes
-        ledger = self.fetches * self.messages_per_send * s.ledger_row_bytes  # a row per batch
-        written = events_bytes + quarantine_bytes + deltas + ledger
-        # one PENDING stream per table a load writes (see _sqs: the loop spaces loads by them)
-        streams_per_hour = self.loads / HOURS_PER_MONTH * self.streams_per_load
-        write = PRICES["bigquery_write_api"]
-        self._add(
-            "BigQuery Storage Write API",
-            written / GIB * write.usd,
-            f"({_n(self.events)} events x {_n(s.write_api_row_bytes)} B + "
-            f"{_n(self.events * a.rejected_share)} quarantine rows x "
-            f"{_n(s.quarantine_row_bytes)} B + {_n(self.loads)} loads x {_n(delta_bytes)} B of "
-            f"aggregate deltas ({_n(counts_rows)} event-count rows, {_n(users_rows)} active-user "
-            f"rows) + {_n(ledger / GIB)} GiB of ledger rows) = {_n(written / GIB)} GiB x "
-            f"${write.usd}/GiB; the stream calls "
-            f"(create, append, finalize, commit: {_n(streams_per_hour)} streams an hour) are not "
-            "billed",
-            "BigQuery",
-        )
-        self._free(
-            "BigQuery Storage Write API: 2 TiB monthly free tier",
-            "bigquery_write_api_tib",
-            written / TIB,
-            write.usd * TIB / GIB,
-            "BigQuery",
-        )
-        stored = (
-            self.events * s.events_row_bytes + quarantine_bytes + deltas + ledger
-        ) * a.storage_months
-        storage = PRICES["bigquery_active_storage"]
-        self._add(
-            "BigQuery active storage (first month)",
-            stored / GIB * storage.usd,
-            f"({_n(self.events)} x {_n(s.events_row_bytes)} B of events + quarantine + deltas + "
-            "ledger) x "
-            f"{a.storage_months:g} month(s) = {_n(stored / GIB)} GiB-month x ${storage.usd}",
-            "BigQuery",
-        )
-        self._free(
-            "BigQuery storage: monthly free tier",
-            "bigquery_storage_gib",
-            stored / GIB,
-            storage.usd,
-            "BigQuery",
-        )
-        self._add(
-            "BigQuery queries per load",
-            0.0,
-            "none: rows go in by Storage Write API appends (PENDING stream per table, one "
-            "BatchCommitWriteStreams); the dedupe index and batch ledger are in the loader store; "
-            "aggregates are delta rows in the same commit: 0 tables referenced x 10 MB",
-            "BigQuery",
-        )
-        query = PRICES["bigquery_on_demand_query"]
-        check = p.duplicate_check
-        ticks = check.ticks_per_month
-        day_rows = self.events / DAYS_PER_MONTH
-        per_row = s.duplicate_check_bytes_per_row
-        floor = BIGQUERY_MIN_BYTES_PER_TABLE
-        full_day = max(floor, day_rows * per_row)
-        # Each tick scans the days updated since the one before: today's partition as full as
-        # the time of day (none at 00:00), each finished day once after its midnight, and the
-        # older days late events updated (every tick, or every day when ticks are rarer).
-        p_today = -math.expm1(-self.loads / ticks) if ticks else 0.0
-        today = check.days_per_month * sum(
-            p_today * max(floor, minute / 1440 * day_rows * per_row)
-            for minute in check.minutes_of_day
-            if minute
-        )
-        finished = DAYS_PER_MONTH * full_day
-        late_scans = a.late_days_updated_per_day * max(ticks, DAYS_PER_MONTH)
-        scanned = today + finished + late_scans * full_day if ticks else 0.0
-        fill = (
-            sum(m / 1440 for m in check.minutes_of_day) / len(check.minutes_of_day)
-            if check.minutes_of_day
-            else 0
-        )
-        self._add(
-            "BigQuery duplicate check (scheduled)",
-            scanned / TIB * query.usd,
-            f"'{check.expression}' = {_n(ticks)} ticks; each scans message_id + timestamp "
-            f"({_n(per_row)} B a row, at least 10 MiB a day scanned; clustering prunes nothing) "
-            f"of: today so far ({fill:.0%} of {_n(day_rows)} rows on average) = "
-            f"{_n(today / GIB)} GiB, each finished day once: {_n(DAYS_PER_MONTH)} x "
-            f"{_n(full_day / GIB)} GiB, {a.late_days_updated_per_day} late day(s) x "
-            f"{_n(max(ticks, DAYS_PER_MONTH))} = {_n(late_scans)} x {_n(full_day / GIB)} GiB; "
-            f"= {_n(scanned / TIB)} TiB x ${query.usd}/TiB",
-            "BigQuery",
-        )
-        self._free(
-            "BigQuery queries: 1 TiB monthly free tier",
-            "bigquery_query_tib",
-            scanned / TIB,
-            query.usd,
-            "BigQuery",
-        )
-        self._add(
-            "BigQuery aggregate refresh (scheduled)",
-            0.0,
-            "none: daily_event_counts and daily_active_users are views summing the delta rows "
-            "written with each load (in the Write API and storage items); no scheduled query; "
-            "reading a view is your query (a day repaired from the UI scans that day once)",
-            "BigQuery",
-        )
-        self.derived.update(
-            bigquery_written_gib=round6(written / GIB),
-            write_streams_per_hour=round6(streams_per_hour),
-            bigquery_stored_gib_month=round6(stored / GIB),
-            duplicate_check_tib=round6(scanned / TIB),
-        )
-
     def _loader_store(self) -> None:
         days = self.pipeline.key_retention_days
         keys = self.events / DAYS_PER_MONTH * days * self.sizes.store_keys_per_event
         disk = keys * LOADER_STORE_BYTES_PER_KEY / 1e9
-        self._add(
+        self.add(
             "Loader store (RocksDB on the loader host)",
             0.0,
-            f"{_n(self.events / DAYS_PER_MONTH)} events a day x {days} days of load time x "
+            f"{qty(self.events / DAYS_PER_MONTH)} events a day x {days} days of load time x "
             f"{self.sizes.store_keys_per_event:.2f} keys an event (messageId and first-seen "
             f"users, as the loader plans the sample) x {LOADER_STORE_BYTES_PER_KEY} B = "
-            f"{_n(disk)} GB of the host's disk: in hosts_monthly_usd; no requests billed",
+            f"{qty(disk)} GB of the host's disk: in hosts_monthly_usd; no requests billed",
             "host",
         )
         self.derived["loader_store_gb"] = round6(disk)
-
-
-def _any_of(count: float, share: float) -> float:
-    """P(at least one of `count` independent draws has a property of this `share`)."""
-    return 1 - (1 - share) ** count
-
-
-def _money(value: float) -> str:
-    return f"{value:,.2f}" if abs(value) >= 100 else f"{value:.4g}"
-
-
-def _n(value: float) -> str:
-    """A count or size for people: thousands separators, 3 significant digits when small."""
-    if abs(value) >= 100:
-        return f"{value:,.0f}"
-    return f"{value:.3g}"

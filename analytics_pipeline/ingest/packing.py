@@ -139,39 +139,27 @@ def pack_records(
             result.rows_rejected += 1
     result.events_accepted = sum(len(group.rows) for group in events_by_day.values())
 
-    for day in sorted(events_by_day):
-        group = events_by_day[day]
-        batch_id = batches.batch_id_for(
-            BatchKind.EVENTS, day, [row.message_id for row in group.rows]
-        )
-        timestamps = [row.timestamp for row in group.rows]
-        result.batches.append(
-            _pack_one(BatchKind.EVENTS, day, batch_id, group, timestamps, bucket, max_message_bytes)
-        )
-    for day in sorted(quarantine_by_day):
-        group = quarantine_by_day[day]
-        batch_id = batches.batch_id_for(
-            BatchKind.QUARANTINE, day, [row.quarantine_id for row in group.rows]
-        )
-        timestamps = [row.received_at for row in group.rows]
-        result.batches.append(
-            _pack_one(
-                BatchKind.QUARANTINE, day, batch_id, group, timestamps, bucket, max_message_bytes
-            )
-        )
+    for kind, groups in (
+        (BatchKind.EVENTS, events_by_day),
+        (BatchKind.QUARANTINE, quarantine_by_day),
+    ):
+        for day in sorted(groups):
+            result.batches.append(_pack_one(kind, day, groups[day], bucket, max_message_bytes))
     return result
 
 
 def _pack_one(
-    kind: BatchKind,
-    day: str,
-    batch_id: str,
-    group: _DayGroup,
-    timestamps: list[datetime],
-    bucket: str,
-    max_message_bytes: int,
+    kind: BatchKind, day: str, group: _DayGroup, bucket: str, max_message_bytes: int
 ) -> PackedBatch:
+    """One day's batch: its id is derived from its rows' ids, so a retry packs the same id."""
     rows: list[EventRow] | list[QuarantineRow] = group.rows
+    if kind is BatchKind.EVENTS:
+        ids = [row.message_id for row in group.rows]
+        timestamps = [row.timestamp for row in group.rows]
+    else:
+        ids = [row.quarantine_id for row in group.rows]
+        timestamps = [row.received_at for row in group.rows]
+    batch_id = batches.batch_id_for(kind, day, ids)
     for row in rows:
         row.batch_id = batch_id
     compressed = compress_batch(batches.encode_rows(rows))

@@ -157,7 +157,9 @@ class ChildProcess:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def wait_until(self, ready: Callable[[], Any], timeout: float, what: str) -> None:
+    def wait_until(
+        self, ready: Callable[[], Any], timeout: float, what: str, interval: float = 0.05
+    ) -> None:
         """Wait until `ready()` is truthy; stop the child and fail if it exits or times out."""
         deadline = time.monotonic() + timeout
         while not ready():
@@ -171,7 +173,7 @@ class ChildProcess:
                 raise RuntimeError(
                     f"{self.name}: no {what} after {timeout:.0f} s; see {self.log_path}"
                 )
-            time.sleep(0.05)
+            time.sleep(interval)
 
 
 @contextlib.contextmanager

@@ -44,21 +44,19 @@ from analytics_pipeline.loader.replay import dead_letters_for
 from analytics_pipeline.loader.store import LOCK_FILE, store_in_use
 from analytics_pipeline.local.bootstrap import ensure_resources
 from analytics_pipeline.local.processes import ChildProcess
-from analytics_pipeline.local.stack import child_env
 from analytics_pipeline.settings import Settings
 from analytics_pipeline.warehouse.duckdb import DuckDBWarehouse
 from analytics_pipeline_testkit.environments import unique_settings_env
 from analytics_pipeline_testkit.processes import (
     command_line,
     descendants,
-    free_port,
     graphql,
     is_alive,
     is_loopback,
     kill_tree_at_once,
     listening_addresses,
     pid_of_client,
-    server_answers,
+    start_dev,
     wait_for,
     wait_gone,
 )
@@ -112,23 +110,9 @@ class Stack:
     starts: int = 0
 
     def start(self) -> None:
-        self.port = free_port()
         self.starts += 1
-        env = child_env(self.settings)
-        env["DAGSTER_DISABLE_TELEMETRY"] = "1"
-        self.supervisor = ChildProcess(
-            "dev",
-            [sys.executable, "-m", "analytics_pipeline.cli", "dev", "--port", str(self.port)],
-            self.base_dir / f"dev-{self.starts}.log",
-            env,
-        ).start()
-        wait_for(self._ready, timeout=180, interval=1, what="analytics-pipeline dev")
-
-    def _ready(self) -> bool:
-        assert self.supervisor is not None
-        if not self.supervisor.alive():
-            raise AssertionError(f"analytics-pipeline dev exited:\n{self.supervisor.tail()}")
-        return server_answers(self.url)
+        log_path = self.base_dir / f"dev-{self.starts}.log"
+        self.supervisor, self.port = start_dev(self.settings.to_env(), log_path)
 
     @property
     def url(self) -> str:
@@ -594,6 +578,27 @@ def partial_failures_in(log: str) -> list[str]:
     return re.findall(r"failed_from=(\d+)", log)
 
 
+def send_yesterday_and_today(
+    stack: Stack,
+    sent: Sent,
+    now: datetime,
+    yesterday: tuple[int, int],
+    today: tuple[int, int],
+    *,
+    partition_key: str,
+) -> str:
+    """A blob of (valid, invalid) events dated yesterday and one dated today, in one Lambda
+    invocation, settled; returns what the trigger logged meanwhile."""
+    log_offset = len(stack.log_text("trigger.log"))
+    put_in_one_invocation(
+        stack,
+        (sent.blob(*yesterday, at=now - timedelta(days=1)), partition_key),
+        (sent.blob(*today, at=now), partition_key),
+    )
+    settle(stack, sent)
+    return trigger_log_since(stack, log_offset)
+
+
 def test_handler_fails_for_part_of_a_kinesis_batch(stack: Stack) -> None:
     """Today's batch cannot be sent (every attempt of the sink): the handler reports that record
     in batchItemFailures; the trigger keeps the earlier record and retries from the failed one."""
@@ -606,15 +611,9 @@ def test_handler_fails_for_part_of_a_kinesis_batch(stack: Stack) -> None:
             times=4,  # the sink's attempts: all fail, so the handler gives the record back
         )
     )
-    log_offset = len(stack.log_text("trigger.log"))
-    put_in_one_invocation(
-        stack,
-        (sent.blob(valid=5, invalid=0, at=now - timedelta(days=1)), "p"),
-        (sent.blob(valid=5, invalid=1, at=now), "p"),
-    )
-    settle(stack, sent)
+    trigger_log = send_yesterday_and_today(stack, sent, now, (5, 0), (5, 1), partition_key="p")
     assert failing.applied == 4
-    assert partial_failures_in(trigger_log_since(stack, log_offset))
+    assert partial_failures_in(trigger_log)
 
 
 def test_send_message_batch_partly_fails(stack: Stack) -> None:
@@ -624,15 +623,9 @@ def test_send_message_batch_partly_fails(stack: Stack) -> None:
     failing = stack.proxy.add(
         FailEntries(lambda e: entry_attribute(e, "kind") == "events", times=2)
     )
-    log_offset = len(stack.log_text("trigger.log"))
-    put_in_one_invocation(
-        stack,
-        (sent.blob(valid=4, invalid=1, at=now - timedelta(days=1)), "q"),
-        (sent.blob(valid=4, invalid=1, at=now), "q"),
-    )
-    settle(stack, sent)
+    trigger_log = send_yesterday_and_today(stack, sent, now, (4, 1), (4, 1), partition_key="q")
     assert failing.applied == 2 and failing.failed_entries
-    assert not partial_failures_in(trigger_log_since(stack, log_offset))  # healed in the sink
+    assert not partial_failures_in(trigger_log)  # healed in the sink
 
 
 def fetches_of(stack: Stack, sent: Sent) -> Callable[[Call], bool]:

@@ -26,6 +26,7 @@ from analytics_pipeline.local.bootstrap import ensure_resources
 from analytics_pipeline.local.processes import ChildProcess
 from analytics_pipeline.settings import Settings
 from analytics_pipeline.warehouse import open_warehouse
+from analytics_pipeline.warehouse.base import Warehouse
 from analytics_pipeline_testkit.environments import BigQueryEndpoint
 from analytics_pipeline_testkit.processes import (
     DagsterDev,
@@ -188,17 +189,17 @@ def stack(e2e_settings: Settings) -> Iterator[tuple[ChildProcess, DagsterDev]]:
         yield processes
 
 
-def _queue_empty(settings: Settings) -> bool:
-    return not any(BatchQueue.for_settings(settings).depth().values())
-
-
-def test_events_flow_exactly_once_from_clients_to_the_warehouse(
-    e2e_settings: Settings, stack: tuple[ChildProcess, DagsterDev]
+def wait_all_loaded(
+    settings: Settings,
+    traffic: Traffic,
+    warehouse: Warehouse,
+    processes: tuple[ChildProcess, ...],
 ) -> None:
-    trigger, dagster = stack
-    settings = e2e_settings
-    traffic = send_traffic(settings)
-    warehouse = open_warehouse(settings)
+    """Until the warehouse holds every event of `traffic` and each rejection, and the queue is
+    empty; fails early if the trigger (`processes[0]`) dies."""
+    trigger = processes[0]
+    expected = (len(traffic.valid), len(traffic.invalid) + traffic.blob_rejections)
+    queue = BatchQueue.for_settings(settings)
 
     def loaded() -> tuple[int, int] | None:
         assert trigger.alive(), trigger.tail()
@@ -206,11 +207,20 @@ def test_events_flow_exactly_once_from_clients_to_the_warehouse(
             counts = warehouse.table_row_counts()
         except Exception:  # tables not created yet, or the loader holds the file right now
             return None
-        expected = (len(traffic.valid), len(traffic.invalid) + traffic.blob_rejections)
         seen = (counts.get("events", 0), counts.get("events_quarantine", 0))
-        return seen if seen == expected and _queue_empty(settings) else None
+        return seen if seen == expected and not any(queue.depth().values()) else None
 
-    wait_showing_logs(stack, loaded, 240, what="every event loaded and the queue empty")
+    wait_showing_logs(processes, loaded, 240, what="every event loaded and the queue empty")
+
+
+def test_events_flow_exactly_once_from_clients_to_the_warehouse(
+    e2e_settings: Settings, stack: tuple[ChildProcess, DagsterDev]
+) -> None:
+    dagster = stack[1]
+    settings = e2e_settings
+    traffic = send_traffic(settings)
+    warehouse = open_warehouse(settings)
+    wait_all_loaded(settings, traffic, warehouse, stack)
 
     events = warehouse.query(
         "SELECT message_id, count(*) FROM analytics.events GROUP BY message_id"

@@ -20,7 +20,6 @@ import pytest
 
 from analytics_pipeline import aws
 from analytics_pipeline.defs.ingest.loop import LOOP_JOB_NAME
-from analytics_pipeline.loader import BatchQueue
 from analytics_pipeline.loader.store import store_in_use
 from analytics_pipeline.local.bootstrap import ensure_resources
 from analytics_pipeline.settings import Settings
@@ -35,7 +34,7 @@ from analytics_pipeline_testkit.processes import (
     wait_gone,
     wait_showing_logs,
 )
-from analytics_pipeline_tests.e2e.test_pipeline import send_traffic
+from analytics_pipeline_tests.e2e.test_pipeline import send_traffic, wait_all_loaded
 
 pytestmark = pytest.mark.e2e
 
@@ -114,19 +113,7 @@ def test_the_pipeline_runs_with_dagster_on_postgresql(
         dagster.wait_ready()
         traffic = send_traffic(settings)
         warehouse = open_warehouse(settings)
-        queue = BatchQueue.for_settings(settings)
-
-        def loaded() -> tuple[int, int] | None:
-            assert trigger.alive(), trigger.tail()
-            try:
-                counts = warehouse.table_row_counts()
-            except Exception:  # tables not created yet, or the loop holds the file right now
-                return None
-            seen = (counts.get("events", 0), counts.get("events_quarantine", 0))
-            expected = (len(traffic.valid), len(traffic.invalid) + traffic.blob_rejections)
-            return seen if seen == expected and not any(queue.depth().values()) else None
-
-        wait_showing_logs(processes, loaded, 240, what="every event loaded, queue empty")
+        wait_all_loaded(settings, traffic, warehouse, processes)
 
         def handed_over() -> list[dict] | None:
             # The first loop run ends after LOOP_SECONDS; the sensor starts the next.

@@ -10,12 +10,13 @@ import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
 from analytics_pipeline.client.client import kinesis_client
 from analytics_pipeline.contract import Limits, parse_blob
-from analytics_pipeline.local.simulator import run_forever, simulate
+from analytics_pipeline.local.simulator import SimulationReport, run_forever, simulate
 from analytics_pipeline.settings import Settings
 from analytics_pipeline_testkit.doubles import KinesisDouble
 from analytics_pipeline_testkit.traffic import read_stream
@@ -37,19 +38,23 @@ def judge(settings: Settings, blobs: list[bytes]) -> tuple[list[str], Counter[st
     return accepted, rejected, offsets
 
 
+def simulate_to_double(
+    kinesis: KinesisDouble | None = None, *, rate: float | None = None, **options: Any
+) -> SimulationReport:
+    """`simulate` on default settings into a Kinesis double, with no progress line."""
+    return simulate(
+        Settings.from_env({}),
+        rate=rate,
+        progress=False,
+        kinesis=kinesis if kinesis is not None else KinesisDouble(),
+        **options,
+    )
+
+
 def test_simulated_events_are_judged_as_the_report_says() -> None:
     settings = Settings.from_env({})
     kinesis = KinesisDouble()
-    report = simulate(
-        settings,
-        clients=8,
-        events=600,
-        rate=None,
-        progress=False,
-        invalid_ratio=0.25,
-        seed=7,
-        kinesis=kinesis,
-    )
+    report = simulate_to_double(kinesis, clients=8, events=600, invalid_ratio=0.25, seed=7)
     assert report.generated == 600
     assert report.stats is not None and report.stats.sent == 600
     assert report.stats.dropped == report.stats.failed == 0
@@ -69,15 +74,7 @@ def test_simulated_events_are_judged_as_the_report_says() -> None:
 
 def test_devices_have_skewed_clocks_and_some_identify() -> None:
     kinesis = KinesisDouble()
-    report = simulate(
-        Settings.from_env({}),
-        clients=20,
-        events=1000,
-        rate=None,
-        progress=False,
-        seed=3,
-        kinesis=kinesis,
-    )
+    report = simulate_to_double(kinesis, clients=20, events=1000, seed=3)
     assert 0 < report.identified_devices < 20
     blobs = kinesis.stored_blobs()
     assert len({blob["context"]["device"]["id"] for blob in blobs}) == 20
@@ -93,19 +90,7 @@ def test_devices_have_skewed_clocks_and_some_identify() -> None:
 
 
 def test_same_seed_same_traffic_new_message_ids() -> None:
-    runs = [
-        simulate(
-            Settings.from_env({}),
-            clients=4,
-            events=200,
-            rate=None,
-            progress=False,
-            invalid_ratio=0.1,
-            seed=11,
-            kinesis=KinesisDouble(),
-        )
-        for _ in range(2)
-    ]
+    runs = [simulate_to_double(clients=4, events=200, invalid_ratio=0.1, seed=11) for _ in range(2)]
     assert runs[0].events_by_type == runs[1].events_by_type
     assert runs[0].invalid_by_reason == runs[1].invalid_by_reason
     assert runs[0].clock_skews_seconds == runs[1].clock_skews_seconds
@@ -114,14 +99,7 @@ def test_same_seed_same_traffic_new_message_ids() -> None:
 
 def test_rate_limits_events_per_second() -> None:
     started = time.monotonic()
-    report = simulate(
-        Settings.from_env({}),
-        clients=3,
-        events=60,
-        rate=150.0,
-        progress=False,
-        kinesis=KinesisDouble(),
-    )
+    report = simulate_to_double(clients=3, events=60, rate=150.0)
     elapsed = time.monotonic() - started
     assert 0.35 < elapsed < 2.0  # 60 events at 150/s take 0.4 s
     assert report.generated == 60

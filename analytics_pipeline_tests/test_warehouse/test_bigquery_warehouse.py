@@ -94,20 +94,27 @@ def test_tables_are_partitioned_clustered_and_typed(bigquery_endpoint: BigQueryE
         assert warehouse.client.get_table(warehouse.table_id(view)).table_type == "VIEW"
 
 
+def create_old_table(
+    warehouse: BigQueryWarehouse, name: str, schema: list[bigquery.SchemaField]
+) -> None:
+    """A table as an older release created it, in a dataset `ensure_schema` has not seen."""
+    warehouse.client.create_dataset(f"{warehouse.project}.{warehouse.config.dataset}")
+    warehouse.client.create_table(bigquery.Table(warehouse.table_id(name), schema=schema))
+
+
 def test_a_new_contract_column_is_added_to_an_existing_table(
     bigquery_warehouse: BigQueryWarehouse,
 ) -> None:
     warehouse = bigquery_warehouse
-    warehouse.client.create_dataset(f"{warehouse.project}.{warehouse.config.dataset}")
-    old = bigquery.Table(
-        warehouse.table_id("loaded_batches"),
-        schema=[
+    create_old_table(
+        warehouse,
+        "loaded_batches",
+        [
             bigquery.SchemaField("batch_id", "STRING", mode="REQUIRED"),
             bigquery.SchemaField("kind", "STRING", mode="REQUIRED"),
             bigquery.SchemaField("loaded_at", "TIMESTAMP", mode="REQUIRED"),
         ],
     )
-    warehouse.client.create_table(old)
     warehouse.client.query(
         f"INSERT INTO {table(warehouse, 'loaded_batches')} (batch_id, kind, loaded_at) "
         "VALUES ('b-old', 'events', CURRENT_TIMESTAMP())"
@@ -135,12 +142,11 @@ def test_an_old_aggregate_table_is_replaced_by_its_view(
 ) -> None:
     """Before incremental aggregates `daily_event_counts` was a table of derived rows."""
     warehouse = bigquery_warehouse
-    warehouse.client.create_dataset(f"{warehouse.project}.{warehouse.config.dataset}")
-    old = bigquery.Table(
-        warehouse.table_id("daily_event_counts"),
-        schema=[bigquery.SchemaField("day", "DATE"), bigquery.SchemaField("events", "INT64")],
+    create_old_table(
+        warehouse,
+        "daily_event_counts",
+        [bigquery.SchemaField("day", "DATE"), bigquery.SchemaField("events", "INT64")],
     )
-    warehouse.client.create_table(old)
 
     warehouse.ensure_schema()
 

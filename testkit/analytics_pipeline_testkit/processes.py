@@ -92,12 +92,7 @@ class DagsterDev(ChildProcess):
         self.start()
 
     def wait_ready(self, timeout: float = 120.0) -> None:
-        def answering() -> bool:
-            if not self.alive():
-                raise AssertionError(f"dagster dev exited:\n{self.tail()}")
-            return server_answers(self.url)
-
-        wait_for(answering, timeout, interval=0.5, what="dagster dev /server_info")
+        self.wait_until(lambda: server_answers(self.url), timeout, "/server_info", interval=0.5)
 
     def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
         return graphql(self.url, query, variables)
@@ -128,13 +123,7 @@ def start_dev(
         log_path,
         {**child_env(Settings.from_env(env)), "DAGSTER_DISABLE_TELEMETRY": "1"},
     ).start()
-
-    def ready() -> bool:
-        if not dev.alive():
-            raise AssertionError(f"dev exited:\n{dev.tail()}")
-        return server_answers(f"http://127.0.0.1:{port}")
-
-    wait_for(ready, timeout=timeout, interval=1, what="analytics-pipeline dev")
+    dev.wait_until(lambda: server_answers(f"http://127.0.0.1:{port}"), timeout, "its UI", 1.0)
     return dev, port
 
 
@@ -151,14 +140,12 @@ class CollectorServer(ChildProcess):
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         def answering() -> bool:
-            if not self.alive():
-                raise AssertionError(f"the collector exited:\n{self.tail()}")
             try:
                 return get_json(f"{self.url}/health", timeout=1)[0] == 200
             except OSError:
                 return False
 
-        wait_for(answering, timeout, interval=0.1, what="the collector's /health")
+        self.wait_until(answering, timeout, "/health", interval=0.1)
 
     def health(self) -> dict[str, Any]:
         status, body = get_json(f"{self.url}/health")

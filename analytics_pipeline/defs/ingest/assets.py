@@ -116,41 +116,49 @@ def load_metadata(
     return metadata
 
 
+def _table_spec(
+    settings: Settings,
+    key: dg.AssetKey,
+    table: str,
+    description: str,
+    code_references: dg.CodeReferencesMetadataValue,
+) -> dg.AssetSpec:
+    """A warehouse table the load loop writes; skippable, since a load touches only its days."""
+    return dg.AssetSpec(
+        key,
+        deps=[SQS_BATCH_QUEUE],
+        group_name="warehouse",
+        kinds=table_kinds(settings),
+        owners=owners(settings),
+        description=description,
+        metadata={**table_metadata(settings, table), "dagster/code_references": code_references},
+        skippable=True,
+    )
+
+
 def load_batches_asset(
     settings: Settings, partitions_def: dg.PartitionsDefinition
 ) -> dg.AssetsDefinition:
     @dg.multi_asset(
         name="load_batches",
         specs=[
-            dg.AssetSpec(
+            _table_spec(
+                settings,
                 EVENTS,
-                deps=[SQS_BATCH_QUEUE],
-                group_name="warehouse",
-                kinds=table_kinds(settings),
-                owners=owners(settings),
-                description="Every valid event exactly once, by UTC day of `timestamp`. Each "
-                "load is one more materialization of the days it wrote, with its numbers "
-                "(rows_loaded, duplicates_skipped, rejected, bytes, seconds_from_sent_at_p50/"
-                "p95): the Plots tab shows them over time.",
-                metadata={
-                    **table_metadata(settings, EVENTS_TABLE),
-                    "dagster/code_references": code_reference(run_loop, Loader.load, plan_load),
-                },
-                skippable=True,
+                EVENTS_TABLE,
+                "Every valid event exactly once, by UTC day of `timestamp`. Each load is one "
+                "more materialization of the days it wrote, with its numbers (rows_loaded, "
+                "duplicates_skipped, rejected, bytes, seconds_from_sent_at_p50/p95): the Plots "
+                "tab shows them over time.",
+                code_reference(run_loop, Loader.load, plan_load),
             ),
-            dg.AssetSpec(
+            _table_spec(
+                settings,
                 EVENTS_QUARANTINE,
-                deps=[SQS_BATCH_QUEUE],
-                group_name="warehouse",
-                kinds=table_kinds(settings),
-                owners=owners(settings),
-                description="Rejected events and blobs with a machine-readable reason, by UTC day "
-                "of receipt. `quarantine_replay_job` parses a reason's rows again after a fix.",
-                metadata={
-                    **table_metadata(settings, QUARANTINE_TABLE),
-                    "dagster/code_references": code_reference(run_loop, Loader.load),
-                },
-                skippable=True,
+                QUARANTINE_TABLE,
+                "Rejected events and blobs with a machine-readable reason, by UTC day of "
+                "receipt. `quarantine_replay_job` parses a reason's rows again after a fix.",
+                code_reference(run_loop, Loader.load),
             ),
         ],
         check_specs=[

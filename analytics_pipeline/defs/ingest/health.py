@@ -14,6 +14,7 @@ ANALYTICS_HEALTH_CLOUDWATCH (AWS), one GetMetricData of 3 metrics at most once a
 """
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import dagster as dg
@@ -253,12 +254,24 @@ def health_checks(settings: Settings) -> list[dg.AssetChecksDefinition]:
     return [events_fresh, dead_letter_queue_empty]
 
 
-def health_sensor(settings: Settings) -> dg.SensorDefinition:
-    @dg.sensor(
-        name=HEALTH_SENSOR_NAME,
-        minimum_interval_seconds=settings.health_interval_seconds,
+def _observing_sensor(
+    name: str, interval_seconds: int, description: str
+) -> Callable[..., dg.SensorDefinition]:
+    """A sensor that only records observations and check evaluations (it never launches a run),
+    so it is on from the start."""
+    return dg.sensor(
+        name=name,
+        minimum_interval_seconds=interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Records the queue's, the dead-letter queue's and the trigger's health as "
+        description=description,
+    )
+
+
+def health_sensor(settings: Settings) -> dg.SensorDefinition:
+    @_observing_sensor(
+        HEALTH_SENSOR_NAME,
+        settings.health_interval_seconds,
+        "Records the queue's, the dead-letter queue's and the trigger's health as "
         "observations and evaluates `events_fresh` and `dead_letter_queue_empty`; never "
         "receives a message.",
     )
@@ -289,11 +302,10 @@ def health_sensor(settings: Settings) -> dg.SensorDefinition:
 
 
 def row_count_sensor(settings: Settings) -> dg.SensorDefinition:
-    @dg.sensor(
-        name=ROW_COUNT_SENSOR_NAME,
-        minimum_interval_seconds=settings.row_count_interval_seconds,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Records each table's row count (`dagster/row_count`) as an observation "
+    @_observing_sensor(
+        ROW_COUNT_SENSOR_NAME,
+        settings.row_count_interval_seconds,
+        "Records each table's row count (`dagster/row_count`) as an observation "
         "every ANALYTICS_ROW_COUNT_INTERVAL_SECONDS.",
     )
     def _sensor(
