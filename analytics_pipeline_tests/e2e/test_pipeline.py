@@ -21,6 +21,7 @@ import pytest
 
 from analytics_pipeline import aws
 from analytics_pipeline.client import Client
+from analytics_pipeline.defs.ingest.loop import LOOP_TAG
 from analytics_pipeline.loader import BatchQueue
 from analytics_pipeline.local.bootstrap import ensure_resources
 from analytics_pipeline.local.processes import ChildProcess
@@ -283,10 +284,13 @@ def _assert_dagster_view(dagster: DagsterDev, settings: Settings, warehouse, eve
     )
 
     runs = dagster.graphql(
-        "{ runsOrError(limit: 200) { ... on Runs { results { runId jobName status } } } }"
+        "{ runsOrError(limit: 200) { ... on Runs { results { runId jobName status "
+        "tags { key value } } } } }"
     )["runsOrError"]["results"]
     loops = [run for run in runs if run["jobName"] == "events_loop_job"]
     assert [run["status"] for run in loops] == ["STARTED"], runs  # one loop, alive
+    # tagged with its queue: the sensor keeps this queue's loop only
+    assert {"key": LOOP_TAG, "value": settings.queue_name} in loops[0]["tags"]
     assert not [run for run in runs if run["status"] == "FAILURE"], runs
 
     # Every micro-batch is a materialization of its day, from the loop run, with its metadata.

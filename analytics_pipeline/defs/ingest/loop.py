@@ -36,7 +36,9 @@ from analytics_pipeline.loader.store import store_in_use
 from analytics_pipeline.settings import Settings
 
 LOOP_JOB_NAME = "events_loop_job"
-LOOP_TAG = "analytics/loop"
+# On every loop run, valued with its queue: the sensor looks for this queue's loop only (two
+# pipelines may share one Dagster instance, each with its own queue and store).
+LOOP_TAG = "analytics/loop_queue"
 # A restarted loop may find the store still held by the run it replaces (ending, or not yet
 # marked dead): it waits this long for it.
 STORE_WAIT_SECONDS = 120.0
@@ -132,7 +134,7 @@ def loop_job(settings: Settings, partitions_def: dg.PartitionsDefinition) -> dg.
         name=LOOP_JOB_NAME,
         executor_def=dg.in_process_executor,  # the loop is one process: no process per step
         description="The long-lived load loop; the sensor keeps one running.",
-        tags={LOOP_TAG: "true"},
+        tags={LOOP_TAG: settings.queue_name},
     )
     def _job() -> None:
         events_loop()
@@ -180,7 +182,12 @@ def loop_sensor(settings: Settings, job: dg.JobDefinition) -> dg.SensorDefinitio
     )
     def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
         active = context.instance.get_run_records(
-            dg.RunsFilter(job_name=LOOP_JOB_NAME, statuses=ACTIVE_STATUSES), limit=1
+            dg.RunsFilter(
+                job_name=LOOP_JOB_NAME,
+                statuses=ACTIVE_STATUSES,
+                tags={LOOP_TAG: settings.queue_name},
+            ),
+            limit=1,
         )
         if active and not _died(active[0], context.instance, settings):
             return dg.SkipReason(f"loop run {active[0].dagster_run.run_id} is running")
