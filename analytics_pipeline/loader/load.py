@@ -29,7 +29,8 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from botocore.exceptions import (
     ClientError,
@@ -70,6 +71,39 @@ class LoadOutcome:
     seconds: float = 0.0
     failures: dict[str, BaseException] = field(default_factory=dict)  # batch id -> why
     write_streams: int = 0  # BigQuery write streams created (a quota: see loop.py)
+    load_ids: list[str] = field(default_factory=list)  # the committed loads (store reports)
+    recovered: bool = False  # committed by a loader that stopped before reporting it
+
+    @classmethod
+    def of_plan(cls, plan: LoadPlan) -> LoadOutcome:
+        """What one committed plan did (before the bytes, messages and time of its load)."""
+        outcome = cls(load_ids=[plan.load_id] if plan.writes_anything else [])
+        outcome.add_plan(plan)
+        return outcome
+
+    def to_report(self) -> dict[str, Any]:
+        """The outcome as JSON, for the store to keep until it is reported."""
+        return {
+            "load_ids": self.load_ids,
+            "results": {kind.value: asdict(result) for kind, result in self.results.items()},
+            "by_day": [[k.value, day, asdict(r)] for (k, day), r in self.by_day.items()],
+            "days": {kind.value: sorted(days) for kind, days in self.days.items()},
+            "aggregate_days": sorted(self.aggregate_days),
+            "rejected_by_reason": dict(self.rejected_by_reason),
+        }
+
+    @classmethod
+    def from_report(cls, report: dict[str, Any]) -> LoadOutcome:
+        """A load a stopped loader committed and never reported (no bytes, time or messages)."""
+        return cls(
+            results={BatchKind(k): LoadResult(**r) for k, r in report["results"].items()},
+            by_day={(BatchKind(k), day): LoadResult(**r) for k, day, r in report["by_day"]},
+            days={BatchKind(kind): set(days) for kind, days in report["days"].items()},
+            aggregate_days=set(report["aggregate_days"]),
+            rejected_by_reason=Counter(report["rejected_by_reason"]),
+            load_ids=report["load_ids"],
+            recovered=True,
+        )
 
     def result(self, kind: BatchKind) -> LoadResult:
         return self.results.get(kind, LoadResult())
@@ -102,6 +136,7 @@ class LoadOutcome:
         self.seconds += other.seconds
         self.failures.update(other.failures)
         self.write_streams += other.write_streams
+        self.load_ids += other.load_ids
 
 
 class Loader:
@@ -125,6 +160,15 @@ class Loader:
                 log.warning("load %s never committed: its batches load again", intent.load_id)
             recovered += 1
         return recovered
+
+    def unreported(self) -> list[LoadOutcome]:
+        """Loads committed and recorded whose outcome never reached Dagster: the loader that
+        made them stopped first (after the commit, before its run yielded them)."""
+        return [LoadOutcome.from_report(report) for report in self.store.unreported()]
+
+    def reported(self, outcome: LoadOutcome) -> None:
+        """Dagster has the outcome's events: the store may forget its reports."""
+        self.store.reported(outcome.load_ids)
 
     def load(self, messages: Sequence[ReceivedMessage]) -> LoadOutcome:
         """Load every batch message (skipping what is loaded), then delete the loaded ones."""
@@ -185,8 +229,8 @@ class Loader:
         for batch in staged:
             outcome.bytes_by_day[(BatchKind(batch.kind), batch.day)] += len(batch.ndjson_gz)
         streams_before = self.write_streams
-        for plan in self._commit_isolating_failures(list(staged), failed):
-            outcome.add_plan(plan)
+        for part in self._commit_isolating_failures(list(staged), failed):
+            outcome.add(part)
         outcome.write_streams = self.write_streams - streams_before
         outcome.failures = failed
         for batch_id in failed:
@@ -201,7 +245,7 @@ class Loader:
 
     def _commit_isolating_failures(
         self, staged: list[StagedBatch], failed: dict[str, BaseException]
-    ) -> list[LoadPlan]:
+    ) -> list[LoadOutcome]:
         """One load for all; on a non-transient failure, one per batch (fills `failed`)."""
         try:
             return [self._commit(staged, failed)]
@@ -212,21 +256,22 @@ class Loader:
                 failed[staged[0].batch_id] = error
                 return []
             log.warning("a load of %d batches failed (%s); one by one now", len(staged), error)
-        plans = []
+        parts = []
         for batch in staged:
             try:
-                plans.append(self._commit([batch], failed))
+                parts.append(self._commit([batch], failed))
             except Exception as error:
                 if is_transient(error):
                     raise
                 failed[batch.batch_id] = error
-        return plans
+        return parts
 
-    def _commit(self, staged: list[StagedBatch], failed: dict[str, BaseException]) -> LoadPlan:
+    def _commit(self, staged: list[StagedBatch], failed: dict[str, BaseException]) -> LoadOutcome:
         plan = plan_load(staged, self.store.known, self.store.loaded_batches)
         failed.update(plan.failed)
+        outcome = LoadOutcome.of_plan(plan)
         if not plan.writes_anything:
-            return plan
+            return outcome
         prepared = self.warehouse.prepare(plan)
         self.write_streams += len(prepared.get("streams", ()))
         intent = Intent(
@@ -235,6 +280,7 @@ class Loader:
             keys=[key.hex() for key in plan.new_keys],
             batch_ids=[batch.batch_id for batch in plan.batches],
             warehouse=prepared,
+            report=outcome.to_report(),
         )
         self.store.begin(intent)
         try:
@@ -250,11 +296,11 @@ class Loader:
                 committed = False  # refused again: no one will ever commit these streams
             if committed:
                 self.store.finish(intent)  # it did commit: the error came after
-                return plan
+                return outcome
             self.store.abandon(intent)
             raise
         self.store.finish(intent)
-        return plan
+        return outcome
 
 
 def is_transient(error: BaseException) -> bool:

@@ -63,7 +63,8 @@ def run_loop(
     seconds: float,
     stop: threading.Event | None = None,
 ) -> Iterator[LoadOutcome]:
-    """Load what arrives for `seconds` (or until `stop`); one outcome per load.
+    """Load what arrives for `seconds` (or until `stop`); one outcome per load, after those of
+    loads committed but never reported (`LoadOutcome.recovered`).
 
     On BigQuery every load creates a write stream per table it writes, and a project may create
     only so many an hour (CreateWriteStream quota): loads are spaced so that the streams stay
@@ -75,6 +76,13 @@ def run_loop(
     stop = stop or threading.Event()
     seconds_per_stream = 3600 / settings.bigquery_streams_per_hour
     next_load = time.monotonic()
+    # Loads committed but not reported come first: those of a loader that stopped (or failed
+    # transiently: an op retry calls this again) after a commit and before its report. A load
+    # counts as reported once its consumer asks for the next outcome (Dagster has stored its
+    # events by then): a crash in between reports it again, never not at all.
+    for recovered in loader.unreported():
+        yield recovered
+        loader.reported(recovered)
     while not stop.is_set():
         if stop.wait(max(0.0, next_load - time.monotonic())):
             return
@@ -92,3 +100,4 @@ def run_loop(
             outcome = loader.load(messages)
             next_load = started + outcome.write_streams * seconds_per_stream
             yield outcome
+            loader.reported(outcome)

@@ -3,15 +3,17 @@
 It answers, without a warehouse query, the questions every load asks: which batch ids are
 already loaded (the ledger), which messageIds / quarantine ids are already in their table (the
 key index), which (day, user) and (day, event, user) pairs the aggregates have already counted
-(first-seen keys), and which loads were under way when a loader stopped (intents). A lookup is
-global over the retention: a copy of an event is found whatever its timestamp says.
+(first-seen keys), which loads were under way when a loader stopped (intents), and which
+committed loads were never reported to Dagster (reports: the loader died before it could). A
+lookup is global over the retention: a copy of an event is found whatever its timestamp says.
 
 RocksDB (through `rocksdict`) keeps it on the loader's disk: one column family for the keys,
 each written with a time to live of `retention_days` (RocksDB drops expired keys in compaction,
-so nothing ever scans the index to expire it), one for intents. Keys are 16-byte BLAKE2b
-digests behind a one-byte kind tag: at 10^10 stored keys the chance that a new key collides with
-any of them is about 10^-18, so no event is ever taken for a copy of another. Writes are
-synchronous (WAL fsync): a recorded load survives a crash of the host, not only of the process.
+so nothing ever scans the index to expire it), one for intents, one for reports. Keys are
+16-byte BLAKE2b digests behind a one-byte kind tag: at 10^10 stored keys the chance that a new
+key collides with any of them is about 10^-18, so no event is ever taken for a copy of another.
+Writes are synchronous (WAL fsync): a recorded load survives a crash of the host, not only of
+the process.
 
 One process at a time: `open` takes an exclusive `flock` on the folder (waiting up to
 `wait_seconds`), on top of RocksDB's own LOCK. That is the fence between two loaders: a second
@@ -36,6 +38,7 @@ import rocksdict
 
 KEYS_FAMILY = "keys"
 INTENTS_FAMILY = "intents"
+REPORTS_FAMILY = "reports"
 LOCK_FILE = "loader.lock"
 DIGEST_BYTES = 16
 
@@ -71,6 +74,8 @@ class Intent:
     batch_ids: list[str] = field(default_factory=list)  # batches it loads whole
     # What the warehouse needs to finish the commit (BigQuery: stream names per table).
     warehouse: dict[str, Any] = field(default_factory=dict)
+    # What the load did (`LoadOutcome.to_report`), kept until it is reported (see `finish`).
+    report: dict[str, Any] = field(default_factory=dict)
 
     def encode(self) -> bytes:
         # vars, not asdict: the same JSON without a deep copy of every key (~5 % of a load).
@@ -95,6 +100,8 @@ class LoaderStore:
         self._keys_handle = db.get_column_family_handle(KEYS_FAMILY)
         self._intents = db.get_column_family(INTENTS_FAMILY)
         self._intents_handle = db.get_column_family_handle(INTENTS_FAMILY)
+        self._reports = db.get_column_family(REPORTS_FAMILY)
+        self._reports_handle = db.get_column_family_handle(REPORTS_FAMILY)
         self._sync = rocksdict.WriteOptions()
         self._sync.sync = True
 
@@ -117,7 +124,11 @@ class LoaderStore:
             db = rocksdict.Rdict(
                 str(path / "rocksdb"),
                 options=options,
-                column_families={KEYS_FAMILY: options, INTENTS_FAMILY: options},
+                column_families={
+                    KEYS_FAMILY: options,
+                    INTENTS_FAMILY: options,
+                    REPORTS_FAMILY: options,
+                },
                 access_type=rocksdict.AccessType.with_ttl(retention_days * 86_400),
             )
             store = cls(db, path, lock)
@@ -131,6 +142,7 @@ class LoaderStore:
     def _close(self) -> None:
         # The column-family views keep the database open: drop them before closing it.
         del self._keys, self._keys_handle, self._intents, self._intents_handle
+        del self._reports, self._reports_handle
         self._db.close()
         del self._db
 
@@ -164,7 +176,8 @@ class LoaderStore:
         self._db.write(batch, self._sync)
 
     def finish(self, intent: Intent) -> None:
-        """The load is committed: its keys and batches in, its intent gone, in one write."""
+        """The load is committed: its keys and batches in, its intent gone, its report kept
+        until `reported`, in one write."""
         batch = rocksdict.WriteBatch(raw_mode=True)
         day = str(int(time.time() // 86_400)).encode()
         for key in intent.key_bytes():
@@ -172,7 +185,24 @@ class LoaderStore:
         for batch_id in intent.batch_ids:
             batch.put(digest(BATCH_ID, batch_id), intent.load_id.encode(), self._keys_handle)
         batch.delete(intent.load_id.encode(), self._intents_handle)
+        if intent.report:
+            report = {**intent.report, "created_at": intent.created_at}
+            batch.put(intent.load_id.encode(), json.dumps(report).encode(), self._reports_handle)
         self._db.write(batch, self._sync)
+
+    def unreported(self) -> list[dict[str, Any]]:
+        """Reports of committed loads that no one has reported yet, oldest first."""
+        reports = [json.loads(value) for value in self._reports.values()]
+        return sorted(reports, key=lambda report: report["created_at"])
+
+    def reported(self, load_ids: Iterable[str]) -> None:
+        """The loads' outcomes reached Dagster. Not synchronous: a report lost in a crash
+        is only reported again."""
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        for load_id in load_ids:
+            batch.delete(load_id.encode(), self._reports_handle)
+        if len(batch):
+            self._db.write(batch)
 
     def abandon(self, intent: Intent) -> None:
         """The load was never committed (and never will be): forget it."""

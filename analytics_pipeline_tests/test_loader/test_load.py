@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,7 +28,7 @@ from analytics_pipeline.local.stack import child_env
 from analytics_pipeline.local.trigger import KinesisTrigger, kinesis_event_record
 from analytics_pipeline.settings import Settings
 from analytics_pipeline.warehouse import open_warehouse
-from analytics_pipeline_testkit.crashing_loader import KILL_POINTS
+from analytics_pipeline_testkit.crashing_loader import KILL_POINTS, reports_in
 from analytics_pipeline_testkit.environments import BigQueryEndpoint
 from analytics_pipeline_testkit.traffic import (
     Traffic,
@@ -110,6 +111,27 @@ def test_a_loader_killed_between_any_two_steps_loses_nothing_and_doubles_nothing
     assert_each_once(settings, traffic)
     with LoaderStore.open(settings.loader_store_dir, retention_days=31) as store:
         assert store.pending() == []  # every intent finished or abandoned
+        assert store.unreported() == []  # and every committed load reported
+
+    # What the two loaders reported adds up to what is loaded, each load once: a load the
+    # crashed one committed is reported by the survivor, marked recovered.
+    reports = reports_in(crashing.log_path.read_text()) + reports_in(survivor.log_path.read_text())
+    load_ids = [load_id for report in reports for load_id in report["load_ids"]]
+    assert len(load_ids) == len(set(load_ids)), reports
+    inserted = Counter()
+    for report in reports:
+        inserted.update(report["inserted"])
+    counts = open_warehouse(settings).table_row_counts()
+    assert inserted["events"] == counts["events"], reports
+    assert inserted["quarantine"] == counts["events_quarantine"], reports
+    recovered = [report for report in reports if report["recovered"]]
+    # Committed, or rolled forward by the survivor (BigQuery's finalized streams of a recorded
+    # intent), then reported by the survivor; an uncommitted DuckDB transaction is gone.
+    rolled_forward = ("after_intent", "mid_commit") if settings.warehouse == "bigquery" else ()
+    if kill_at in ("after_commit", "after_record", *rolled_forward):
+        assert recovered, reports
+    else:
+        assert not recovered, reports
 
 
 def test_two_loaders_at_once_load_each_event_once(settings: Settings, tmp_path: Path) -> None:

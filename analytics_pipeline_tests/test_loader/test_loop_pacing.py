@@ -18,7 +18,10 @@ class BusyQueue:
 
 def loader_creating(streams: int) -> SimpleNamespace:
     return SimpleNamespace(
-        queue=BusyQueue(), load=lambda messages: LoadOutcome(write_streams=streams)
+        queue=BusyQueue(),
+        load=lambda messages: LoadOutcome(write_streams=streams),
+        unreported=list,  # no load left unreported
+        reported=lambda outcome: None,
     )
 
 

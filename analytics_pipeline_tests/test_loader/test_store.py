@@ -95,3 +95,25 @@ def test_the_store_is_free_once_its_holder_is_killed(tmp_path: Path) -> None:
     finally:
         holder.kill()
         holder.wait(timeout=30)
+
+
+def test_a_committed_load_stays_unreported_until_it_is_reported_across_reopens(
+    tmp_path: Path,
+) -> None:
+    """The report of a load goes in with its keys (one write) and out only when reported."""
+    report = {"load_ids": ["load-1"], "results": {}, "by_day": [], "days": {}}
+    reported = Intent("load-1", 1.0, [digest(MESSAGE_ID, "a").hex()], ["batch-1"], report=report)
+    silent = Intent("load-2", 2.0, [digest(MESSAGE_ID, "b").hex()], ["batch-2"])  # no report
+    with open_store(tmp_path) as store:
+        store.begin(reported)
+        assert store.unreported() == []  # not committed yet: nothing to report
+        store.finish(reported)
+        store.begin(silent)
+        store.finish(silent)
+    with open_store(tmp_path) as store:
+        assert store.unreported() == [{**report, "created_at": 1.0}]
+        store.reported([])  # nothing: no write
+        store.reported(["load-1"])
+    with open_store(tmp_path) as store:
+        assert store.unreported() == []
+        assert store.loaded_batches(["batch-1", "batch-2"]) == {"batch-1", "batch-2"}

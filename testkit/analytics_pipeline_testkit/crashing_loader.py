@@ -14,6 +14,9 @@ no flush beyond what already reached the disk) right after the step named:
   none           no death: load until the queue is empty (nothing waiting, nothing in
                  flight: a dead loader's messages come back after their visibility), exit 0
 
+Each outcome `run_loop` yields is logged as a `reported {...}` line: what the Dagster loop run
+would have reported of it.
+
 The test then starts another one (`none`) and checks every event arrived exactly once. The
 wrappers live here, in the test kit: production code has no fault hook.
 """
@@ -21,11 +24,13 @@ wrappers live here, in the test kit: production code has no fault hook.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
 from typing import Any
 
+from analytics_pipeline.loader import LoadOutcome
 from analytics_pipeline.loader.loop import open_loader, run_loop
 from analytics_pipeline.loader.store import Intent, LoaderStore
 from analytics_pipeline.settings import Settings
@@ -33,6 +38,23 @@ from analytics_pipeline.warehouse import open_warehouse
 from analytics_pipeline.warehouse.base import LoadPlan, Warehouse
 
 KILL_POINTS = ("after_prepare", "after_intent", "mid_commit", "after_commit", "after_record")
+REPORTED = "reported "  # a log line per outcome run_loop yielded, as JSON (see `reported`)
+
+
+def reported(outcome: LoadOutcome) -> dict[str, Any]:
+    """What the Dagster loop would have reported of one load."""
+    return {
+        "load_ids": outcome.load_ids,
+        "recovered": outcome.recovered,
+        "inserted": {kind.value: result.rows_inserted for kind, result in outcome.results.items()},
+    }
+
+
+def reports_in(log: str) -> list[dict[str, Any]]:
+    """The outcomes a crashing loader's log says it reported."""
+    return [
+        json.loads(line[len(REPORTED) :]) for line in log.splitlines() if line.startswith(REPORTED)
+    ]
 
 
 def die(point: str) -> None:
@@ -103,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             outcomes = list(run_loop(loader, settings, seconds=args.idle_seconds))
             for outcome in outcomes:
                 print(f"loaded {outcome.messages} messages", flush=True)
+                print(REPORTED + json.dumps(reported(outcome)), flush=True)
             if not outcomes and not any(loader.queue.depth().values()):
                 return 0
 
