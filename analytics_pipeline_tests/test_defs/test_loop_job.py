@@ -19,22 +19,32 @@ from analytics_pipeline.loader.loop import open_loader
 from analytics_pipeline.local.trigger import KinesisTrigger
 from analytics_pipeline.settings import Settings
 from analytics_pipeline.warehouse import open_warehouse
-from analytics_pipeline_testkit.traffic import put_mixed_traffic
+from analytics_pipeline_testkit.traffic import Traffic, put_mixed_traffic
 
 
-def test_a_loop_run_loads_reports_and_succeeds(new_pipeline: Callable[..., Settings]) -> None:
+def queued_traffic(new_pipeline: Callable[..., Settings]) -> tuple[Settings, Traffic]:
+    """A pipeline whose queue holds mixed traffic of today and yesterday."""
     # The traffic has yesterday's events: a partition only from this start (unset, the
     # partitions would start today, the day this state folder first saw the code location).
     yesterday = datetime.now(UTC).date() - timedelta(days=1)
     settings = new_pipeline(ANALYTICS_PARTITION_START=yesterday.isoformat())
     traffic = put_mixed_traffic(settings, blobs=4)
     KinesisTrigger(settings).run_until_idle(timeout=60)
-    job = build_definitions(settings).resolve_job_def(LOOP_JOB_NAME)
+    return settings, traffic
 
-    result = job.execute_in_process(
-        run_config={"ops": {"events_loop": {"config": {"seconds": 3}}}},
+
+def run_loop_job(settings: Settings, seconds: int) -> dg.ExecuteInProcessResult:
+    job = build_definitions(settings).resolve_job_def(LOOP_JOB_NAME)
+    return job.execute_in_process(
+        run_config={"ops": {"events_loop": {"config": {"seconds": seconds}}}},
         instance=dg.DagsterInstance.ephemeral(),
     )
+
+
+def test_a_loop_run_loads_reports_and_succeeds(new_pipeline: Callable[..., Settings]) -> None:
+    settings, traffic = queued_traffic(new_pipeline)
+
+    result = run_loop_job(settings, seconds=3)
 
     assert result.success
     materialized = [
@@ -54,10 +64,7 @@ def test_a_loop_run_reports_the_load_a_stopped_loader_never_reported(
 ) -> None:
     """A loader that committed a load and stopped before any run yielded it: the next loop run
     reports it first, with its numbers, and the store forgets the report."""
-    yesterday = datetime.now(UTC).date() - timedelta(days=1)
-    settings = new_pipeline(ANALYTICS_PARTITION_START=yesterday.isoformat())
-    put_mixed_traffic(settings, blobs=4)
-    KinesisTrigger(settings).run_until_idle(timeout=60)
+    settings, _ = queued_traffic(new_pipeline)
     with open_loader(settings) as loader:  # loads, and never reports (no loop run)
         messages = loader.queue.receive(
             max_messages=settings.load_max_messages,
@@ -66,12 +73,8 @@ def test_a_loop_run_reports_the_load_a_stopped_loader_never_reported(
         )
         unreported = loader.load(messages)
     assert unreported.load_ids and unreported.result(BatchKind.EVENTS).rows_inserted
-    job = build_definitions(settings).resolve_job_def(LOOP_JOB_NAME)
 
-    result = job.execute_in_process(
-        run_config={"ops": {"events_loop": {"config": {"seconds": 2}}}},
-        instance=dg.DagsterInstance.ephemeral(),
-    )
+    result = run_loop_job(settings, seconds=2)
 
     assert result.success
     recovered = [
