@@ -193,7 +193,8 @@ class E2EResult:
 
     @property
     def bounded(self) -> bool:
-        """Clients kept the rate; in the second half the backlog (sent, not yet queryable)
+        """Clients kept the rate and rows became queryable at >= 90 % of it (the last three
+        quarters of the window); in the second half the backlog (sent, not yet queryable)
         stayed under 20 s of traffic and neither it nor the SQS queue depth kept growing; and
         everything sent was loaded afterwards."""
         second_half = self._window(0.5, 1.0)
@@ -201,6 +202,7 @@ class E2EResult:
             return False
         return (
             self.client_rate >= 0.95 * self.rate
+            and self.sustained_rate >= 0.9 * self.rate
             and max(s.backlog for s in second_half) <= 20 * self.rate
             and not self.growing(lambda s: s.backlog)
             and not self.growing(lambda s: s.sqs_depth)

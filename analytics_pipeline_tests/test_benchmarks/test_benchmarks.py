@@ -42,23 +42,28 @@ def test_load_input_groups_batches_into_loads_of_the_asked_size() -> None:
     assert multi_batch_loads and all(events_in(load) <= 700 for load in multi_batch_loads)
 
 
-def steady_run(backlog: list[int], sqs_depth: list[int]) -> E2EResult:
+def steady_run(backlog: list[int], sqs_depth: list[int], loaded_rate: int = 100) -> E2EResult:
     """A 100 s run at 100 events/s whose samples (one per second over the second half) have
-    these backlogs and queue depths; everything sent was loaded."""
+    these backlogs and queue depths, rows becoming queryable at `loaded_rate`; everything sent
+    was loaded."""
     result = E2EResult(rate=100, seconds=100, warehouse="duckdb", settings={})
     result.sent = result.queryable = 10_000
     for index, (behind, depth) in enumerate(zip(backlog, sqs_depth, strict=True)):
-        result.samples.append(Sample(50 + index, behind, 0, depth, 0, None, {}, 0.0))
+        queryable = loaded_rate * (50 + index)
+        sample = Sample(50 + index, queryable + behind, queryable, depth, 0, None, {}, 0.0)
+        result.samples.append(sample)
     return result
 
 
-def test_a_run_is_bounded_only_while_neither_backlog_nor_queue_depth_keeps_growing() -> None:
+def test_a_run_is_bounded_only_while_it_keeps_up_and_neither_backlog_nor_depth_grows() -> None:
     flat = [300, 500, 200] * 17
     rising = list(range(100, 151))
     assert steady_run(flat, [2, 0, 1] * 17).bounded
     assert not steady_run(rising, [2, 0, 1] * 17).bounded
     assert not steady_run(flat, list(range(51))).bounded
     assert not steady_run([2_100, *flat[1:]], [1] * 51).bounded  # over 20 s of traffic
+    # a backlog that looks flat, while rows became queryable at only 70 % of the rate
+    assert not steady_run(flat, [1] * 51, loaded_rate=70).bounded
 
 
 def test_repeats_report_the_median_run() -> None:
