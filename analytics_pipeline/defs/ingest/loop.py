@@ -39,6 +39,8 @@ LOOP_JOB_NAME = "events_loop_job"
 # On every loop run, valued with its queue: the sensor looks for this queue's loop only (two
 # pipelines may share one Dagster instance, each with its own queue and store).
 LOOP_TAG = "analytics/loop_queue"
+# Logged by the loop run that reports a load another loop committed and never reported.
+RECOVERED_MESSAGE = "reporting loads a stopped loop committed and never reported"
 # A restarted loop may find the store still held by the run it replaces (ending, or not yet
 # marked dead): it waits this long for it.
 STORE_WAIT_SECONDS = 120.0
@@ -123,6 +125,11 @@ def loop_job(settings: Settings, partitions_def: dg.PartitionsDefinition) -> dg.
                 context.log.info("loading %s for %d s", settings.queue_name, seconds)
                 remaining = seconds - (time.time() - started)
                 for outcome in run_loop(loader, settings, seconds=max(remaining, 0)):
+                    if outcome.recovered:
+                        context.log.info(
+                            f"{RECOVERED_MESSAGE}: {', '.join(outcome.load_ids)} (days "
+                            f"{', '.join(sorted(set().union(*outcome.days.values())))})"
+                        )
                     yield from materializations(outcome, partition_keys)
                     rejections.add(outcome)
                     evaluation = rejections.evaluation_due()
