@@ -154,11 +154,11 @@ def _pack_one(
     """One day's batch: its id is derived from its rows' ids, so a retry packs the same id."""
     rows: list[EventRow] | list[QuarantineRow] = group.rows
     if kind is BatchKind.EVENTS:
-        ids = [row.message_id for row in group.rows]
-        timestamps = [row.timestamp for row in group.rows]
+        ids = [row.message_id for row in rows]
+        timestamps = [row.timestamp for row in rows]
     else:
-        ids = [row.quarantine_id for row in group.rows]
-        timestamps = [row.received_at for row in group.rows]
+        ids = [row.quarantine_id for row in rows]
+        timestamps = [row.received_at for row in rows]
     batch_id = batches.batch_id_for(kind, day, ids)
     for row in rows:
         row.batch_id = batch_id

@@ -63,14 +63,12 @@ def materializations(
     for kind in (BatchKind.EVENTS, BatchKind.QUARANTINE):
         for day in sorted(outcome.days.get(kind, set()) & partition_keys):
             result = outcome.day_result(kind, day)
-            metadata: dict[str, Any] = {
-                **load_metadata(
-                    result,
-                    outcome.day_result(BatchKind.QUARANTINE, day).rows_received,
-                    bytes_loaded=None if outcome.recovered else outcome.bytes_by_day[(kind, day)],
-                    load_seconds=None if outcome.recovered else outcome.seconds,
-                )
-            }
+            metadata: dict[str, Any] = load_metadata(
+                result,
+                outcome.day_result(BatchKind.QUARANTINE, day).rows_received,
+                bytes_loaded=None if outcome.recovered else outcome.bytes_by_day[(kind, day)],
+                load_seconds=None if outcome.recovered else outcome.seconds,
+            )
             if outcome.recovered:  # its loader stopped between the commit and this report
                 metadata["recovered_load_ids"] = ", ".join(outcome.load_ids)
             yield dg.AssetMaterialization(ASSET_BY_KIND[kind], partition=day, metadata=metadata)
